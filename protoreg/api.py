@@ -1,0 +1,138 @@
+"""The public plugin API: :class:`StructuralLoss`, :class:`LossContext` and :data:`hookimpl`.
+
+A structural loss is a small object with a ``name``, a ``role`` ("attractor", "repulsor" or
+"neutral"), the attractors it ``pairs_with`` (repulsors only), the ``defaults`` of every parameter,
+and a ``__call__(ctx, **params)`` returning one value per run, shape ``(R,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Mapping
+
+import pluggy
+import torch
+
+PROJECT_NAME = "protoreg"
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marker for plugin functions implementing a protoreg hook (see :mod:`protoreg.hookspecs`)."""
+
+Role = Literal["attractor", "repulsor", "neutral"]
+ROLES: tuple[str, ...] = ("attractor", "repulsor", "neutral")
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """Everything a structural loss may look at, for R independent runs at once.
+
+    Attributes
+    ----------
+    x : Tensor (R, N, d)
+        Training inputs of each run (the current batch).
+    y : Tensor (R, N, k)
+        Targets.
+    hidden : Tensor (R, N, M)
+        Hidden responses ``h_j(x_i)`` of the M Gaussian units.
+    pred : Tensor (R, N, k)
+        Network outputs.
+    prototypes : Tensor (R, M, d)
+        Differentiable prototype positions (always finite: a unit whose prototype is at infinity
+        appears here very far away, so distance kernels vanish without NaN).
+    spacing : Tensor (R,)
+        The typical sample spacing of each run's inputs, ``extent / N**(1/d)``. Built-in losses
+        measure their temperatures in units of ``spacing**2`` so one setting works at every N.
+    model : torch.nn.Module
+        The :class:`~protoreg.model.GaussianMLP` (its parameters carry the run axis too).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    hidden: torch.Tensor
+    pred: torch.Tensor
+    prototypes: torch.Tensor
+    spacing: torch.Tensor
+    model: torch.nn.Module
+
+    @property
+    def runs(self) -> int:
+        """Number of runs R."""
+        return int(self.x.shape[0])
+
+    def per_run(self, value: float | torch.Tensor, ndim: int = 1) -> torch.Tensor:
+        """``value`` (a number or an (R,) tensor) as a tensor of shape ``(R, 1, ..., 1)``.
+
+        ``ndim`` is the number of dimensions of the result, so ``ctx.per_run(tau, 3)`` broadcasts
+        against an ``(R, N, M)`` tensor.
+        """
+        t = torch.as_tensor(value, dtype=self.x.dtype, device=self.x.device)
+        if t.ndim == 0:
+            t = t.expand(self.runs)
+        return t.reshape((self.runs,) + (1,) * (ndim - 1))
+
+    def select(self, runs: torch.Tensor) -> "LossContext":
+        """The context restricted to the runs with indices ``runs`` (model stays whole)."""
+        return LossContext(
+            x=self.x[runs],
+            y=self.y[runs],
+            hidden=self.hidden[runs],
+            pred=self.pred[runs],
+            prototypes=self.prototypes[runs],
+            spacing=self.spacing[runs],
+            model=self.model,
+        )
+
+
+class StructuralLoss:
+    """Base class of structural losses (built-in and third-party alike).
+
+    Subclasses set the class attributes and implement ``__call__``::
+
+        class Anchor(protoreg.StructuralLoss):
+            name = "anchor"
+            role = "attractor"
+            defaults = {"tau": 1.0}
+
+            def __call__(self, ctx, *, tau):
+                ...  # return shape (R,)
+
+    ``vectorized = True`` declares that ``__call__`` accepts every parameter as an ``(R,)``
+    tensor (one value per run; use :meth:`LossContext.per_run`). Otherwise parameters arrive
+    as plain Python numbers, and runs of a sweep with different values are evaluated in groups.
+    """
+
+    name: ClassVar[str] = ""
+    role: ClassVar[Role] = "neutral"
+    pairs_with: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    vectorized: ClassVar[bool] = False
+
+    def __call__(self, ctx: LossContext, **params: Any) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def description(self) -> str:
+        """First line of the class docstring."""
+        doc = (type(self).__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def check_param(self, key: str, value: Any) -> str | None:
+        """Return a problem with parameter ``key`` = ``value``, or None when it is acceptable.
+
+        The default accepts finite numbers (and bools where the default is a bool) and requires
+        parameters named ``tau``/``tau_*``/``*_tau`` to be > 0. Override to add constraints.
+        """
+        default = self.defaults.get(key)
+        if isinstance(default, bool):
+            return None if isinstance(value, bool) else f"expected true/false, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {value!r}"
+        if not math.isfinite(float(value)):
+            return f"expected a finite number, got {value!r}"
+        if (key == "tau" or key.startswith("tau_") or key.endswith("_tau")) and value <= 0:
+            return f"must be > 0, got {value!r}"
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} ({self.role})>"

@@ -1,0 +1,186 @@
+"""Lightning callbacks: the geometry check of prototypes against the data's convex hull."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from .evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+
+class ExpulsionWarning(UserWarning):
+    """Prototypes left the convex hull of the training inputs."""
+
+
+def _writer(trainer: pl.Trainer) -> Any | None:
+    logger = trainer.logger
+    exp = getattr(logger, "experiment", None) if logger is not None else None
+    return exp if exp is not None and hasattr(exp, "add_scalar") else None
+
+
+class GeometryCallback(pl.Callback):
+    """Checks prototypes against the convex hull every ``every_n_steps`` optimisation steps.
+
+    Logs ``geometry/*`` (outside fraction, mean/max hull distance, minimum prototype gap,
+    duplicates, dead units), ``metric/recon_error`` and ``metric/specialization_ratio`` (means
+    over runs), a histogram of prototype positions, and at the end the prototype figure (and, for
+    d > 2, the prototypes as a TensorBoard embedding). Records for every unit the first step at
+    which it was outside (:attr:`expelled_at`, -1 = never).
+
+    ``on_expulsion``: ``warn`` (one warning per check at which the outside fraction crosses
+    ``max_outside_frac`` or more units leave), ``stop`` (stop training cleanly; the module's
+    ``stopped_reason`` becomes ``"expulsion"``), or ``ignore``.
+    """
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int = 100,
+        on_expulsion: str = "warn",
+        max_outside_frac: float = 0.0,
+        rel_tol: float = 1e-6,
+        repulsors: Sequence[str] = (),
+        advice: Sequence[str] = (),
+        figures: bool = True,
+    ) -> None:
+        self.every = max(1, int(every_n_steps))
+        self.on_expulsion = on_expulsion
+        self.max_outside_frac = float(max_outside_frac)
+        self.rel_tol = float(rel_tol)
+        self.repulsors = list(repulsors)
+        self.advice = list(advice)
+        self.figures = figures
+        self.expelled_at: torch.Tensor | None = None
+        self.steps: list[int] = []
+        self.trajectory: list[np.ndarray] = []  # (R, M, d) per check
+        self.stopped_at: int | None = None
+        self._last_checked = -1
+        self._was_over: torch.Tensor | None = None
+        self.last_report: dict[str, torch.Tensor] = {}
+
+    # -------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "expelled_at": None if self.expelled_at is None else self.expelled_at.tolist(),
+            "steps": list(self.steps),
+            "trajectory": [t.tolist() for t in self.trajectory],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("expelled_at") is not None:
+            self.expelled_at = torch.tensor(state["expelled_at"], dtype=torch.long)
+        self.steps = list(state.get("steps", []))
+        self.trajectory = [np.asarray(t, dtype=float) for t in state.get("trajectory", [])]
+        if self.steps:
+            self._last_checked = self.steps[-1]
+
+    # -------------------------------------------------------------- check
+    def check(self, trainer: pl.Trainer, module: Any) -> dict[str, torch.Tensor]:
+        step = int(module.step_count)
+        ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol)
+        self.last_report = ev
+        self._last_checked = step
+        outside = ev["outside"]
+        if self.expelled_at is None:
+            self.expelled_at = torch.full(outside.shape, -1, dtype=torch.long)
+        newly = outside & (self.expelled_at < 0)
+        self.expelled_at[newly] = step
+        self.steps.append(step)
+        self.trajectory.append(ev["positions"].numpy().copy())
+        writer = _writer(trainer)
+        alive = module.alive.cpu()
+        sel = alive if bool(alive.any()) else torch.ones_like(alive)
+        if writer is not None:
+            for key in ("outside_hull_frac", "mean_hull_distance", "max_hull_distance", "min_prototype_gap", "duplicate_prototypes", "dead_units"):
+                v = ev[key][sel].double()
+                writer.add_scalar(f"geometry/{key}", float(v.mean()), step)
+            for key in ("recon_error", "specialization_ratio"):
+                writer.add_scalar(f"metric/{key}", float(ev[key][sel].double().mean()), step)
+            pos = ev["positions"][sel]
+            flat = pos[..., 0] if pos.shape[-1] == 1 else pos.norm(dim=-1)
+            flat = flat[torch.isfinite(flat)]
+            if flat.numel():
+                writer.add_histogram("geometry/prototype_positions", flat.float(), step)
+        self._react(trainer, module, ev, step, newly)
+        return ev
+
+    def _react(self, trainer: pl.Trainer, module: Any, ev: dict[str, torch.Tensor], step: int, newly: torch.Tensor) -> None:
+        over = (ev["outside_hull_frac"] > self.max_outside_frac) & module.alive.cpu()
+        prev = self._was_over if self._was_over is not None else torch.zeros_like(over)
+        crossed = over & ~prev
+        more = over & newly.any(-1)
+        self._was_over = over
+        if self.on_expulsion == "ignore" or not bool(over.any()):
+            return
+        if self.on_expulsion == "stop":
+            self.stopped_at = step
+            module.stopped_reason = "expulsion"
+            trainer.should_stop = True
+            log.info("stopping at step %d: prototypes outside the convex hull", step)
+            return
+        if not bool((crossed | more).any()):
+            return
+        runs = (crossed | more).nonzero().flatten().tolist()
+        parts = []
+        for r in runs[:3]:
+            units = ev["outside"][r].nonzero().flatten().tolist()
+            dist = ev["hull_distance"][r]
+            shown = ", ".join(f"{u} ({float(dist[u]):.3g})" for u in units[:8]) + (" ..." if len(units) > 8 else "")
+            prefix = f"run {r}: " if module.model.runs > 1 else ""
+            parts.append(f"{prefix}{len(units)} unit(s) outside the convex hull at step {step}: {shown}")
+        reps = ", ".join(self.repulsors) if self.repulsors else "none"
+        msg = "; ".join(parts) + (" ..." if len(runs) > 3 else "") + f" [unit (distance)]; active repulsors: {reps}"
+        if self.advice:
+            msg += "; " + " ".join(self.advice)
+        warnings.warn(msg, ExpulsionWarning, stacklevel=2)
+
+    # -------------------------------------------------------------- hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if int(pl_module.step_count) != self._last_checked:  # type: ignore[attr-defined]
+            self.check(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = int(pl_module.step_count)  # type: ignore[attr-defined]
+        if step // self.every > self._last_checked // self.every or step >= pl_module.steps:  # type: ignore[attr-defined]
+            if step != self._last_checked:
+                self.check(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if int(pl_module.step_count) != self._last_checked:  # type: ignore[attr-defined]
+            self.check(trainer, pl_module)
+        writer = _writer(trainer)
+        if writer is None or not self.figures:
+            return
+        fig = self.figure(pl_module, run=0)
+        writer.add_figure("geometry/prototypes", fig, int(pl_module.step_count))  # type: ignore[attr-defined]
+        ev = self.last_report
+        if pl_module.model.dim > 2:  # type: ignore[attr-defined]
+            pos = ev["positions"][0]
+            finite = torch.isfinite(pos).all(-1)
+            meta = [f"unit {j} {'outside' if bool(ev['outside'][0, j]) else 'inside'}" for j in range(pos.shape[0]) if bool(finite[j])]
+            if bool(finite.any()):
+                writer.add_embedding(pos[finite].float(), metadata=meta, tag="prototypes", global_step=int(pl_module.step_count))  # type: ignore[attr-defined]
+        writer.flush()
+
+    def figure(self, pl_module: Any, run: int = 0) -> Any:
+        from .plots import prototype_figure
+
+        ev = self.last_report
+        traj = None
+        if pl_module.model.dim == 1 and self.trajectory:
+            traj = np.stack([t[run, :, 0] for t in self.trajectory])
+        return prototype_figure(
+            pl_module.x[run].detach().double().cpu().numpy(),
+            pl_module.y[run].detach().double().cpu().numpy(),
+            ev["positions"][run].numpy(),
+            ev["outside"][run].numpy(),
+            steps=self.steps,
+            trajectory=traj,
+        )

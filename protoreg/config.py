@@ -1,0 +1,293 @@
+"""Configuration: OmegaConf structured dataclasses are the only defaults.
+
+Precedence: dataclass defaults <- ``--config FILE`` (YAML) <- ``KEY=VALUE`` overrides. Every
+problem is reported with its full dotted key; all problems found are reported together, in one
+line. Configs never run code: only OmegaConf's built-in interpolations are available.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+from .plugins import LossEntry
+
+
+@dataclass
+class DataConfig:
+    """``data.*``: which inputs and targets to train on."""
+
+    name: str = "uniform"  #: a registered dataset (``protoreg plugins`` lists them); ``file`` when ``path`` is set
+    n: int = 20  #: number of points (generated datasets)
+    dim: int = 1  #: input dimension d (generated datasets)
+    low: float = 0.0  #: lower edge of the input box (uniform)
+    high: float = 1.0  #: upper edge of the input box (uniform)
+    target: str = "random"  #: ``random`` | ``sin`` (uniform)
+    path: Optional[str] = None  #: CSV (header row), .npy or .npz file; selects the ``file`` dataset
+    targets: Optional[List[Any]] = None  #: target columns of a file (names or indices); default: last column
+    seed: Optional[int] = None  #: data seed; null = ``train.seed``
+
+
+@dataclass
+class ModelConfig:
+    """``model.*``: the Gaussian MLP."""
+
+    width: Optional[int] = None  #: hidden units M; null = N
+    parameterization: str = "auto"  #: ``auto`` (affine in 1-D, radial otherwise) | ``affine`` | ``radial``
+    init: str = "uniform"  #: prototypes ``uniform`` over the inputs' bounding box | at ``samples``
+    init_width: float = 1.0  #: initial receptive width, in sample spacings
+
+
+@dataclass
+class TrainConfig:
+    """``train.*``: optimisation (Adam)."""
+
+    steps: int = 2000  #: optimisation steps
+    lr: float = 0.01  #: Adam learning rate
+    seed: int = 0  #: initialisation seed (and data seed unless ``data.seed`` is set)
+    batch_size: Optional[int] = None  #: samples per step; null = full batch
+    log_every_n_steps: int = 50  #: TensorBoard scalar interval (steps between Lightning batches)
+
+
+@dataclass
+class GeometryConfig:
+    """``geometry.*``: the convex-hull check of prototypes during and after training."""
+
+    on_expulsion: str = "warn"  #: ``warn`` | ``stop`` | ``ignore``
+    every_n_steps: int = 100  #: check interval (rounded up to a multiple of ``train.log_every_n_steps``)
+    max_outside_frac: float = 0.0  #: expulsion = outside-hull fraction above this
+    rel_tol: float = 1e-6  #: outside = hull distance above ``rel_tol`` x data extent
+
+
+@dataclass
+class PairingConfig:
+    """``pairing.*``: the repulsor/attractor design rule."""
+
+    strict: bool = False  #: an unpaired active repulsor is an error instead of a warning
+
+
+@dataclass
+class SweepConfig:
+    """``sweep.*``: grids of runs for ``protoreg sweep``."""
+
+    grid: Dict[str, List[Any]] = field(default_factory=dict)  #: dotted key -> list of values
+    masks: List[str] = field(default_factory=list)  #: losses whose on/off subsets are enumerated
+    seeds: Any = 1  #: number of seeds (0..n-1) or an explicit list
+    max_runs_per_batch: int = 256  #: cap on runs trained together in one batched program
+
+
+def _default_losses() -> Dict[str, Dict[str, Any]]:
+    return {"coverage": {"weight": 0.1}}
+
+
+def _default_trainer() -> Dict[str, Any]:
+    return {"accelerator": "auto", "devices": 1}
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run (and of a sweep's runs)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    #: ``losses.<name>.weight`` and ``losses.<name>.<param>``; a loss is active when weight > 0
+    losses: Dict[str, Dict[str, Any]] = field(default_factory=_default_losses)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: passed to ``lightning.Trainer`` (accelerator, devices, precision, ...)
+    trainer: Dict[str, Any] = field(default_factory=_default_trainer)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    pairing: PairingConfig = field(default_factory=PairingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+#: Trainer arguments protoreg sets itself; users set the protoreg key instead.
+RESERVED_TRAINER_KEYS: dict[str, str] = {
+    "max_steps": "train.steps",
+    "max_epochs": "train.steps",
+    "min_steps": "train.steps",
+    "min_epochs": "train.steps",
+    "logger": "the run directory's tb/",
+    "callbacks": "plugins",
+    "default_root_dir": "--out",
+    "enable_checkpointing": "the run directory's checkpoints/",
+    "log_every_n_steps": "train.log_every_n_steps",
+}
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
+    return f"{key}: {msg}" if key else msg
+
+
+def default_config() -> DictConfig:
+    """The structured default configuration."""
+    return OmegaConf.structured(Config)
+
+
+def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Defaults <- YAML file <- ``KEY=VALUE`` overrides. Raises :class:`ConfigError`.
+
+    This checks keys and types only; :func:`validate` checks values against the registries.
+    """
+    cfg = default_config()
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # noqa: BLE001 - yaml errors of any kind
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{path}: not a valid YAML config ({first})") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: a config file must be a mapping of sections, got a list")
+        try:
+            cfg = OmegaConf.merge(cfg, loaded)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{path}: {_one_line(exc)}") from None
+    problems: list[str] = []
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            problems.append(f"{item!r}: expected KEY=VALUE")
+            continue
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            problems.append(_one_line(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc)) from None
+    return cfg
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _trainer_params() -> set[str]:
+    from lightning.pytorch import Trainer
+
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+def validate(
+    cfg: DictConfig,
+    losses: Mapping[str, LossEntry],
+    datasets: Mapping[str, Any],
+    *,
+    check_trainer: bool = True,
+) -> None:
+    """Check values against the rules and the registries; report every problem at once."""
+    p: list[str] = []
+    d, m, t, g = cfg.data, cfg.model, cfg.train, cfg.geometry
+
+    if d.path is None and d.name not in datasets:
+        p.append(f"data.name: unknown dataset {d.name!r}; registered: {', '.join(sorted(datasets))}")
+    if d.path is None:
+        if d.n < 2:
+            p.append(f"data.n: must be >= 2, got {d.n}")
+        if d.dim < 1:
+            p.append(f"data.dim: must be >= 1, got {d.dim}")
+        if not (_num(d.low) and _num(d.high) and d.low < d.high):
+            p.append(f"data.high: must be > data.low, got low={d.low}, high={d.high}")
+        if d.target not in ("random", "sin"):
+            p.append(f"data.target: expected 'random' or 'sin', got {d.target!r}")
+    elif d.name not in ("uniform", "file"):
+        p.append(f"data.path: set together with data.name={d.name!r}; a path selects the 'file' dataset")
+    if d.seed is not None and d.seed < 0:
+        p.append(f"data.seed: must be >= 0, got {d.seed}")
+
+    if m.width is not None and m.width < 1:
+        p.append(f"model.width: must be >= 1 or null (= N), got {m.width}")
+    if m.parameterization not in ("auto", "affine", "radial"):
+        p.append(f"model.parameterization: expected auto, affine or radial, got {m.parameterization!r}")
+    elif m.parameterization == "affine" and d.path is None and d.dim > 1:
+        p.append(f"model.parameterization: 'affine' has no point prototype for data.dim={d.dim} > 1; use radial")
+    if m.init not in ("uniform", "samples"):
+        p.append(f"model.init: expected uniform or samples, got {m.init!r}")
+    if not (_num(m.init_width) and m.init_width > 0):
+        p.append(f"model.init_width: must be > 0, got {m.init_width}")
+
+    if t.steps < 1:
+        p.append(f"train.steps: must be >= 1, got {t.steps}")
+    if not (_num(t.lr) and t.lr > 0):
+        p.append(f"train.lr: must be > 0, got {t.lr}")
+    if t.seed < 0:
+        p.append(f"train.seed: must be >= 0, got {t.seed}")
+    if t.batch_size is not None and t.batch_size < 1:
+        p.append(f"train.batch_size: must be >= 1 or null (full batch), got {t.batch_size}")
+    if t.log_every_n_steps < 1:
+        p.append(f"train.log_every_n_steps: must be >= 1, got {t.log_every_n_steps}")
+
+    if g.on_expulsion not in ("warn", "stop", "ignore"):
+        p.append(f"geometry.on_expulsion: expected warn, stop or ignore, got {g.on_expulsion!r}")
+    if g.every_n_steps < 1:
+        p.append(f"geometry.every_n_steps: must be >= 1, got {g.every_n_steps}")
+    if not (_num(g.max_outside_frac) and 0 <= g.max_outside_frac <= 1):
+        p.append(f"geometry.max_outside_frac: must be in [0, 1], got {g.max_outside_frac}")
+    if not (_num(g.rel_tol) and g.rel_tol > 0):
+        p.append(f"geometry.rel_tol: must be > 0, got {g.rel_tol}")
+
+    for name, params in cfg.losses.items():
+        key = f"losses.{name}"
+        if name not in losses:
+            p.append(f"{key}: unknown loss {name!r}; registered: {', '.join(losses) or 'none'}")
+            continue
+        if not isinstance(params, Mapping):
+            p.append(f"{key}: expected a mapping of weight and parameters, got {params!r}")
+            continue
+        loss = losses[name].loss
+        for pkey, value in params.items():
+            if pkey == "weight":
+                if not (_num(value) and value >= 0):
+                    p.append(f"{key}.weight: must be a number >= 0, got {value!r}")
+            elif pkey not in loss.defaults:
+                known = ", ".join(["weight", *loss.defaults])
+                p.append(f"{key}.{pkey}: unknown parameter of loss {name!r}; it takes {known}")
+            else:
+                problem = loss.check_param(pkey, value)
+                if problem:
+                    p.append(f"{key}.{pkey}: {problem}")
+
+    if check_trainer:
+        allowed = _trainer_params()
+        for tkey in cfg.trainer:
+            if tkey in RESERVED_TRAINER_KEYS:
+                p.append(f"trainer.{tkey}: set by protoreg; use {RESERVED_TRAINER_KEYS[tkey]} instead")
+            elif tkey not in allowed:
+                p.append(f"trainer.{tkey}: not an argument of lightning.Trainer")
+    if p:
+        raise ConfigError("; ".join(p))
+
+
+def loss_settings(cfg: DictConfig, losses: Mapping[str, LossEntry]) -> dict[str, dict[str, Any]]:
+    """Every configured loss with its weight and all parameters (defaults filled in)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, params in cfg.losses.items():
+        loss = losses[name].loss
+        merged = {"weight": 0.0, **dict(loss.defaults), **OmegaConf.to_container(params)}  # type: ignore[dict-item]
+        out[name] = merged
+    return out
+
+
+def resolved(cfg: DictConfig, losses: Mapping[str, LossEntry]) -> DictConfig:
+    """A copy of ``cfg`` with every configured loss's parameters written out."""
+    out = cfg.copy()
+    out.losses = loss_settings(cfg, losses)
+    return out
+
+
+def active_losses(settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Names of losses whose weight is > 0, in configuration order."""
+    return [name for name, s in settings.items() if float(s.get("weight", 0.0)) > 0]

@@ -1,0 +1,46 @@
+"""Hook specifications: the only hooks protoreg calls. Plugins implement them with
+:data:`protoreg.hookimpl`.
+
+Hooks are called once per plugin manager (see :func:`protoreg.plugins.get_plugin_manager`), when a
+command first needs the registry, in plugin registration order: built-ins first, then installed
+entry points of the group ``protoreg`` in the order ``importlib.metadata`` lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+from .api import PROJECT_NAME, StructuralLoss
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+@hookspec
+def protoreg_register_losses(register: Callable[[StructuralLoss], None]) -> None:
+    """Register structural losses.
+
+    Called once per plugin when the loss registry is built (before any config is validated).
+
+    :param register: call it once per loss with a :class:`protoreg.StructuralLoss` *instance*.
+        It raises :class:`protoreg.errors.PluginError` when the instance is malformed (no name,
+        unknown role, ``pairs_with`` on a non-repulsor) or when another plugin already registered
+        the same name (the message names both sources).
+    :return: nothing; return values are ignored.
+    """
+
+
+@hookspec
+def protoreg_register_datasets(register: Callable[..., None]) -> None:
+    """Register dataset loaders, selected with ``data.name``.
+
+    Called once per plugin when the dataset registry is built.
+
+    :param register: ``register(name, loader)``, where ``loader(cfg, seed)`` receives the
+        ``data`` config section (a mapping with ``n``, ``dim``, ``low``, ``high``, ``target``,
+        ``path``, ``targets``) and the integer data seed, and returns ``(X, y)``: float numpy
+        arrays of shapes ``(N, d)`` and ``(N, k)``. It should raise
+        :class:`protoreg.errors.DataError` for bad input. Duplicate names are an error.
+    :return: nothing; return values are ignored.
+    """

@@ -1,0 +1,37 @@
+"""``coverage``: the attractor. Every training sample should have a prototype near it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..api import LossContext, StructuralLoss, hookimpl
+from ._kernels import sq_dists
+
+
+class Coverage(StructuralLoss):
+    """Soft minimum over prototypes of the squared distance to each sample, averaged over samples.
+
+    ``L = mean_i [ -t log mean_j exp(-||x_i - p_j||^2 / t) ] / s^2`` with ``t = tau * s^2`` and
+    ``s`` the sample spacing. The soft minimum lies between the nearest and the mean squared
+    distance, so ``L >= 0``; it is measured in units of the squared spacing.
+    """
+
+    name = "coverage"
+    role = "attractor"
+    defaults = {"tau": 1.0}
+    vectorized = True
+
+    def __call__(self, ctx: LossContext, *, tau: float | torch.Tensor) -> torch.Tensor:
+        s2 = ctx.per_run(ctx.spacing, 3).pow(2)
+        t = ctx.per_run(tau, 3) * s2  # (R,1,1)
+        d2 = sq_dists(ctx.x, ctx.prototypes)  # (R,N,M)
+        m = d2.shape[-1]
+        soft_min = -t * (torch.logsumexp(-d2 / t, dim=-1, keepdim=True) - math.log(m))
+        return (soft_min / s2).mean(dim=(1, 2))
+
+
+@hookimpl
+def protoreg_register_losses(register):  # type: ignore[no-untyped-def]
+    register(Coverage())

@@ -1,0 +1,37 @@
+"""``separation``: a repulsor between prototypes."""
+
+from __future__ import annotations
+
+import torch
+
+from ..api import LossContext, StructuralLoss, hookimpl
+from ._kernels import sq_dists
+
+
+class Separation(StructuralLoss):
+    """Gaussian kernel repulsion between every pair of prototypes.
+
+    ``L = 1/(M(M-1)) sum_{j != k} exp(-||p_j - p_k||^2 / t)`` with ``t = tau * s^2`` and ``s`` the
+    sample spacing; ``L`` lies in [0, 1].
+    """
+
+    name = "separation"
+    role = "repulsor"
+    pairs_with = ("coverage",)
+    defaults = {"tau": 0.1}
+    vectorized = True
+
+    def __call__(self, ctx: LossContext, *, tau: float | torch.Tensor) -> torch.Tensor:
+        t = ctx.per_run(tau, 3) * ctx.per_run(ctx.spacing, 3).pow(2)
+        p = ctx.prototypes
+        m = p.shape[1]
+        if m < 2:
+            return p.sum(dim=(1, 2)) * 0.0
+        k = torch.exp(-sq_dists(p, p) / t)
+        off = k.sum(dim=(1, 2)) - k.diagonal(dim1=1, dim2=2).sum(-1)
+        return off / (m * (m - 1))
+
+
+@hookimpl
+def protoreg_register_losses(register):  # type: ignore[no-untyped-def]
+    register(Separation())

@@ -1,0 +1,155 @@
+"""The one-hidden-layer Gaussian MLP, with a leading run axis R on every parameter.
+
+Two parameterizations of unit j (``d`` input dimensions, ``k`` outputs):
+
+* ``affine`` (the study's, 1-D only): ``h_j(x) = exp(-(w_j x + b_j)^2)``, prototype
+  ``p_j = -b_j / w_j`` (infinite when ``w_j = 0``);
+* ``radial`` (any ``d``): ``h_j(x) = exp(-||x - p_j||^2 / (2 s_j^2))`` with learnable centre ``p_j``
+  and width ``s_j = exp(log_s_j)``.
+
+Output ``y_hat = sum_j v_j h_j(x) + c``. Runs never interact: every parameter has shape (R, ...)
+and run r only ever touches index r.
+
+Initialisation (:meth:`GaussianMLP.initialize`), per run from its own seed, so a run initialises
+identically alone or inside a batch:
+
+* prototypes uniform over the bounding box of the run's inputs (``init="uniform"``, default) or at
+  distinct training samples (``init="samples"``, with replacement when M > N);
+* receptive width ``s0 = init_width * spacing`` (spacing = ``extent / N**(1/d)``): affine
+  ``w_j = 1/s0, b_j = -p_j/s0``; radial ``s_j = s0/sqrt(2)``, so both start as ``exp(-(x-p)^2/s0^2)``;
+* output weights ``v ~ U(-1/sqrt(M), 1/sqrt(M))``, bias ``c`` = mean target.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+Parameterization = Literal["affine", "radial"]
+
+#: ``|w_j|`` below this makes an affine prototype infinite in reports (and "far away" in losses).
+AFFINE_EPS = 1e-12
+
+
+def sample_spacing(x: torch.Tensor) -> torch.Tensor:
+    """Typical sample spacing ``extent / N**(1/d)`` per run, ``(R, N, d) -> (R,)``.
+
+    ``extent`` is the mean side of the bounding box; constant inputs give spacing 1.
+    """
+    n, d = x.shape[1], x.shape[2]
+    extent = (x.amax(dim=1) - x.amin(dim=1)).mean(dim=-1)
+    spacing = extent / (n ** (1.0 / d))
+    return torch.where(extent > 0, spacing, torch.ones_like(spacing))
+
+
+class GaussianMLP(nn.Module):
+    """R independent Gaussian MLPs of width M on d inputs and k outputs.
+
+    Parameters
+    ----------
+    runs, width, dim, out : int
+        R, M, d, k.
+    parameterization : "affine" | "radial"
+        ``affine`` requires ``dim == 1``.
+    """
+
+    def __init__(self, runs: int, width: int, dim: int, out: int, parameterization: Parameterization = "radial") -> None:
+        super().__init__()
+        if parameterization == "affine" and dim != 1:
+            raise ValueError("the affine parameterization has a point prototype only in 1-D")
+        if parameterization not in ("affine", "radial"):
+            raise ValueError(f"unknown parameterization {parameterization!r}")
+        self.runs, self.width, self.dim, self.out = runs, width, dim, out
+        self.parameterization: Parameterization = parameterization
+        if parameterization == "affine":
+            self.w = nn.Parameter(torch.ones(runs, width))
+            self.b = nn.Parameter(torch.zeros(runs, width))
+        else:
+            self.centers = nn.Parameter(torch.zeros(runs, width, dim))
+            self.log_s = nn.Parameter(torch.zeros(runs, width))
+        self.v = nn.Parameter(torch.zeros(runs, width, out))
+        self.c = nn.Parameter(torch.zeros(runs, out))
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def initialize(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        init: Literal["uniform", "samples"] = "uniform",
+        init_width: float = 1.0,
+    ) -> None:
+        """Seeded initialisation of every run from its own data ``x[r]``, ``y[r]`` (see module doc)."""
+        if len(seeds) != self.runs:
+            raise ValueError(f"need one seed per run ({self.runs}), got {len(seeds)}")
+        spacing = sample_spacing(x.double())
+        m = self.width
+        for r, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            xr = x[r].detach().double().cpu()
+            if init == "samples":
+                n = xr.shape[0]
+                idx = torch.randperm(n, generator=g)[:m] if m <= n else torch.randint(n, (m,), generator=g)
+                p = xr[idx]
+            else:
+                lo, hi = xr.amin(0), xr.amax(0)
+                p = lo + (hi - lo) * torch.rand(m, self.dim, generator=g, dtype=torch.float64)
+            s0 = float(init_width) * float(spacing[r])
+            a = 1.0 / math.sqrt(m)
+            v = (torch.rand(m, self.out, generator=g, dtype=torch.float64) * 2 - 1) * a
+            if self.parameterization == "affine":
+                self.w[r] = 1.0 / s0
+                self.b[r] = (-p[:, 0] / s0).to(self.b)
+            else:
+                self.centers[r] = p.to(self.centers)
+                self.log_s[r] = math.log(s0 / math.sqrt(2.0))
+            self.v[r] = v.to(self.v)
+            self.c[r] = y[r].double().mean(0).to(self.c)
+
+    # --------------------------------------------------------------- forward
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden responses, ``(R, N, d) -> (R, N, M)``."""
+        if self.parameterization == "affine":
+            z = x * self.w.unsqueeze(1) + self.b.unsqueeze(1)  # (R,N,1)*(R,1,M)
+            return torch.exp(-z.square())
+        d2 = (x.unsqueeze(2) - self.centers.unsqueeze(1)).square().sum(-1)  # (R,N,M)
+        inv = torch.exp(-2.0 * self.log_s).unsqueeze(1) * 0.5  # 1/(2 s^2), (R,1,M)
+        return torch.exp(-d2 * inv)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(R, N, d) -> (hidden (R, N, M), pred (R, N, k))``."""
+        h = self.hidden(x)
+        pred = torch.baddbmm(self.c.unsqueeze(1), h, self.v)
+        return h, pred
+
+    # ------------------------------------------------------------ prototypes
+    def prototypes(self) -> torch.Tensor:
+        """Differentiable, always-finite prototypes ``(R, M, d)`` for losses.
+
+        Affine units with ``|w| < AFFINE_EPS`` are placed at ``-b / (±AFFINE_EPS)``: astronomically
+        far, so distance kernels vanish, without NaN in values or gradients.
+        """
+        if self.parameterization == "radial":
+            return self.centers
+        w = self.w
+        sign = torch.where(w < 0, -torch.ones_like(w), torch.ones_like(w))
+        safe = torch.where(w.abs() < AFFINE_EPS, sign * AFFINE_EPS, w)
+        return (-self.b / safe).unsqueeze(-1)
+
+    @torch.no_grad()
+    def prototype_positions(self) -> torch.Tensor:
+        """Exact prototypes ``(R, M, d)`` for reports: ``±inf`` where an affine ``w`` vanishes."""
+        if self.parameterization == "radial":
+            return self.centers.detach().clone()
+        w, b = self.w.detach(), self.b.detach()
+        p = -b / torch.where(w.abs() < AFFINE_EPS, torch.ones_like(w), w)
+        inf = torch.where(b > 0, -math.inf, math.inf) * torch.ones_like(p)
+        return torch.where(w.abs() < AFFINE_EPS, inf, p).unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"runs={self.runs}, width={self.width}, dim={self.dim}, out={self.out}, {self.parameterization}"

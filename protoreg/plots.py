@@ -1,0 +1,116 @@
+"""Figures of prototypes against the data (matplotlib, Agg backend; no display needed)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+INSIDE_COLOR = "tab:blue"
+OUTSIDE_COLOR = "tab:red"
+
+
+def _clip_for_display(p: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Prototypes far off (or infinite) drawn at the edge of a window around the data."""
+    span = max(hi - lo, 1e-12)
+    a, b = lo - 0.5 * span, hi + 0.5 * span
+    shown = np.clip(np.nan_to_num(p, nan=b, posinf=b, neginf=a), a, b)
+    return shown, (shown != p)
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the top-2 principal directions ``(d, 2)`` of ``x`` (N, d)."""
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    comps = vt[:2].T
+    if comps.shape[1] < 2:
+        comps = np.pad(comps, ((0, 0), (0, 2 - comps.shape[1])))
+    return mean, comps
+
+
+def _hull_polygon(pts: np.ndarray) -> np.ndarray | None:
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return None
+    return pts[hull.vertices]
+
+
+def prototype_figure(
+    x: np.ndarray,
+    y: np.ndarray,
+    positions: np.ndarray,
+    outside: np.ndarray,
+    *,
+    steps: Sequence[int] | None = None,
+    trajectory: np.ndarray | None = None,
+    title: str = "",
+) -> Figure:
+    """Data, prototypes and the hull; in 1-D also prototype trajectories.
+
+    x (N, d), y (N, k), positions (M, d), outside (M,) bool; trajectory (T, M) 1-D positions at
+    ``steps`` (T,). d = 1: inputs vs targets with prototypes on the axis and the hull interval
+    shaded; d = 2: scatter with the hull polygon; d > 2: the same in a 2-D PCA projection.
+    """
+    d = x.shape[1]
+    outside = np.asarray(outside, dtype=bool)
+    with_traj = d == 1 and trajectory is not None and len(trajectory) > 1
+    fig, axes = plt.subplots(1, 2 if with_traj else 1, figsize=(11 if with_traj else 6, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    if d == 1:
+        lo, hi = float(x.min()), float(x.max())
+        ax.axvspan(lo, hi, color="0.92", label="convex hull")
+        ax.scatter(x[:, 0], y[:, 0], s=14, color="0.25", label="training data", zorder=3)
+        shown, clipped = _clip_for_display(positions[:, 0], lo, hi)
+        base = float(np.min(y[:, 0])) - 0.08 * (float(np.ptp(y[:, 0])) or 1.0)
+        for mask, color, label in ((~outside, INSIDE_COLOR, "prototype (inside)"), (outside, OUTSIDE_COLOR, "prototype (outside)")):
+            if mask.any():
+                ax.scatter(shown[mask], np.full(mask.sum(), base), marker="^", s=40, color=color, label=label, zorder=4)
+        if clipped.any():
+            ax.scatter(shown[clipped], np.full(clipped.sum(), base), marker="x", s=60, color="k", label="beyond view", zorder=5)
+        ax.set_xlabel("input x")
+        ax.set_ylabel("target y")
+    else:
+        if d == 2:
+            mean, comps = np.zeros(2), np.eye(2)
+            ax.set_xlabel("x0")
+            ax.set_ylabel("x1")
+        else:
+            mean, comps = pca_2d(x)
+            ax.set_xlabel("PC 1")
+            ax.set_ylabel("PC 2")
+        xp = (x - mean) @ comps
+        finite = np.isfinite(positions).all(1)
+        pp = np.where(finite[:, None], np.nan_to_num(positions) - mean, 0.0) @ comps
+        poly = _hull_polygon(xp)
+        if poly is not None:
+            ax.fill(poly[:, 0], poly[:, 1], color="0.92", label="convex hull" + (" (projected)" if d > 2 else ""))
+        ax.scatter(xp[:, 0], xp[:, 1], s=14, color="0.25", label="training data", zorder=3)
+        for mask, color, label in ((~outside & finite, INSIDE_COLOR, "prototype (inside)"), (outside & finite, OUTSIDE_COLOR, "prototype (outside)")):
+            if mask.any():
+                ax.scatter(pp[mask, 0], pp[mask, 1], marker="^", s=40, color=color, label=label, zorder=4)
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(title or f"{outside.sum()} of {len(outside)} prototypes outside the hull")
+    ax.legend(loc="best", fontsize=7)
+    if with_traj:
+        assert trajectory is not None and steps is not None
+        ax2 = axes[0, 1]
+        lo, hi = float(x.min()), float(x.max())
+        ax2.axhspan(lo, hi, color="0.92")
+        traj, _ = _clip_for_display(trajectory, lo, hi)
+        left = (trajectory < lo) | (trajectory > hi) | ~np.isfinite(trajectory)
+        for j in range(traj.shape[1]):
+            expelled = bool(left[:, j].any())
+            ax2.plot(steps, traj[:, j], lw=1.4 if expelled else 0.8, color=OUTSIDE_COLOR if expelled else INSIDE_COLOR, alpha=0.9 if expelled else 0.5)
+        ax2.set_xlabel("step")
+        ax2.set_ylabel("prototype position")
+        ax2.set_title("trajectories (red: left the hull)")
+    fig.tight_layout()
+    return fig

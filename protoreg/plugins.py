@@ -1,0 +1,199 @@
+"""Plugin manager and registries.
+
+:func:`get_plugin_manager` builds a fresh :class:`pluggy.PluginManager`: the built-in plugin
+modules are registered exactly like outside plugins, then the entry points of the group
+``protoreg`` are loaded one at a time. An entry point that fails to import is reported with one
+warning naming it and its distribution, and loading goes on (``PROTOREG_STRICT_PLUGINS=1`` makes it
+an error). ``PROTOREG_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points altogether.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+from .api import PROJECT_NAME, ROLES, StructuralLoss
+from .errors import PluginError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "protoreg"
+DISABLE_AUTOLOAD_ENV = "PROTOREG_DISABLE_PLUGIN_AUTOLOAD"
+STRICT_PLUGINS_ENV = "PROTOREG_STRICT_PLUGINS"
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "protoreg.losses.coverage",
+    "protoreg.losses.separation",
+    "protoreg.losses.overlap",
+    "protoreg.data",
+)
+
+BUILTIN_SOURCE = "protoreg (built-in)"
+
+
+class PluginLoadWarning(UserWarning):
+    """An installed plugin could not be loaded and was skipped."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(PROJECT_NAME)
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+        return "0+unknown"
+
+
+def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
+    """A fresh plugin manager with the built-ins and (unless disabled) the installed plugins.
+
+    The manager records each plugin's source (``"dist version"``) in ``pm.protoreg_sources``,
+    keyed by plugin name.
+    """
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    sources: dict[str, str] = {}
+    for modname in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(modname), name=modname)
+        sources[modname] = f"{BUILTIN_SOURCE.split()[0]} {_version()} (built-in)"
+    if autoload is None:
+        autoload = not _truthy(os.environ.get(DISABLE_AUTOLOAD_ENV))
+    if autoload:
+        _load_entry_points(pm, sources)
+    pm.check_pending()
+    pm.protoreg_sources = sources  # type: ignore[attr-defined]
+    return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager, sources: dict[str, str]) -> None:
+    strict = _truthy(os.environ.get(STRICT_PLUGINS_ENV))
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_label = f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
+        plugin_name = f"{ep.name} ({dist_label})"
+        try:
+            plugin = ep.load()
+            if pm.is_registered(plugin):
+                continue
+            pm.register(plugin, name=plugin_name)
+        except Exception as exc:  # noqa: BLE001 - any import failure of a third-party plugin
+            msg = (
+                f"plugin entry point {ep.name!r} = {ep.value!r} of distribution {dist_label} "
+                f"failed to load and was skipped: {type(exc).__name__}: {exc}"
+            )
+            if strict:
+                raise PluginError(msg + f" ({STRICT_PLUGINS_ENV}=1)") from exc
+            warnings.warn(msg, PluginLoadWarning, stacklevel=2)
+            continue
+        sources[plugin_name] = dist_label
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """A registered loss and where it came from (``"dist version"``)."""
+
+    loss: StructuralLoss
+    source: str
+
+
+def _plugin_source(pm: pluggy.PluginManager, plugin: Any) -> str:
+    name = pm.get_name(plugin) or repr(plugin)
+    return getattr(pm, "protoreg_sources", {}).get(name, name)
+
+
+def _call_each(pm: pluggy.PluginManager, hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
+    """Call hook ``hook_name`` plugin by plugin, each with its own ``register`` callback."""
+    hook = getattr(pm.hook, hook_name)
+    for impl in reversed(hook.get_hookimpls()):  # pluggy lists in reverse call order
+        source = _plugin_source(pm, impl.plugin)
+        try:
+            impl.function(register=make_register(source))
+        except PluginError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(
+                f"plugin {source} raised in {hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def collect_losses(pm: pluggy.PluginManager | None = None) -> dict[str, LossEntry]:
+    """All registered losses by name, in registration order (built-ins first)."""
+    pm = pm or get_plugin_manager()
+    registry: dict[str, LossEntry] = {}
+
+    def make_register(source: str) -> Callable[[StructuralLoss], None]:
+        def register(loss: StructuralLoss) -> None:
+            _validate_loss(loss, source)
+            if loss.name in registry:
+                other = registry[loss.name].source
+                raise PluginError(
+                    f"loss name {loss.name!r} is registered twice: by {other} and by {source}"
+                )
+            registry[loss.name] = LossEntry(loss, source)
+
+        return register
+
+    _call_each(pm, "protoreg_register_losses", make_register)
+    return registry
+
+
+def _validate_loss(loss: Any, source: str) -> None:
+    where = f"loss {getattr(loss, 'name', loss)!r} from {source}"
+    if isinstance(loss, type):
+        raise PluginError(f"{where}: register an instance, not the class {loss.__name__}")
+    if not isinstance(loss, StructuralLoss):
+        raise PluginError(f"{where}: expected a protoreg.StructuralLoss instance, got {type(loss).__name__}")
+    if not isinstance(loss.name, str) or not loss.name.isidentifier():
+        raise PluginError(f"{where}: name must be an identifier, got {loss.name!r}")
+    if loss.role not in ROLES:
+        raise PluginError(f"{where}: role must be one of {', '.join(ROLES)}, got {loss.role!r}")
+    if loss.pairs_with and loss.role != "repulsor":
+        raise PluginError(f"{where}: only repulsors declare pairs_with")
+    if "weight" in loss.defaults:
+        raise PluginError(f"{where}: 'weight' is reserved and cannot be a loss parameter")
+    for key, value in loss.defaults.items():
+        problem = loss.check_param(key, value)
+        if problem:
+            raise PluginError(f"{where}: default {key}={value!r} {problem}")
+
+
+DatasetLoader = Callable[..., Any]
+
+
+def collect_datasets(pm: pluggy.PluginManager | None = None) -> dict[str, tuple[DatasetLoader, str]]:
+    """All registered dataset loaders by name: ``name -> (loader, source)``."""
+    pm = pm or get_plugin_manager()
+    registry: dict[str, tuple[DatasetLoader, str]] = {}
+
+    def make_register(source: str) -> Callable[..., None]:
+        def register(name: str, loader: DatasetLoader) -> None:
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"dataset from {source}: name must be a non-empty string, got {name!r}")
+            if not callable(loader):
+                raise PluginError(f"dataset {name!r} from {source}: loader is not callable")
+            if name in registry:
+                raise PluginError(
+                    f"dataset name {name!r} is registered twice: by {registry[name][1]} and by {source}"
+                )
+            registry[name] = (loader, source)
+
+        return register
+
+    _call_each(pm, "protoreg_register_datasets", make_register)
+    return registry
+
+
+def plugin_modules() -> tuple[ModuleType, ...]:
+    """The built-in plugin modules (imported)."""
+    return tuple(importlib.import_module(m) for m in BUILTIN_PLUGINS)
