@@ -11,7 +11,8 @@ class Overlap(StructuralLoss):
     """Off-diagonal mass of the hidden responses' Gram matrix.
 
     ``G = H^T H / N`` (``H`` the ``N x M`` hidden responses, entries in [0, 1]);
-    ``L = 1/(M(M-1)) sum_{j != k} G_jk``, in [0, 1].
+    ``L = sum_{j != k} G_jk = mean_i sum_{j != k} h_ij h_ik``: per sample, how strongly pairs of
+    distinct units respond to it together (0 when every sample excites at most one unit).
     """
 
     name = "overlap"
@@ -22,12 +23,8 @@ class Overlap(StructuralLoss):
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
         h = ctx.hidden  # (R,N,M)
-        n, m = h.shape[1], h.shape[2]
-        if m < 2:
-            return h.sum(dim=(1, 2)) * 0.0
         # sum_{j,k} G_jk = 1/N sum_i (sum_j h_ij)^2 and tr G = 1/N sum_ij h_ij^2: O(NM), no Gram.
-        off = (h.sum(-1).pow(2) - h.pow(2).sum(-1)).sum(-1) / n
-        return off / (m * (m - 1))
+        return (h.sum(-1).pow(2) - h.pow(2).sum(-1)).mean(-1)
 
 
 @hookimpl
