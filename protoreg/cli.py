@@ -111,14 +111,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 COMMANDS = {"fit": cmd_fit, "sweep": cmd_sweep, "check": cmd_check, "plugins": cmd_plugins}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"{PROG}: warning: {msg}\n"  # type: ignore[assignment]
     try:
-        args = build_parser().parse_args(list(argv) if argv is not None else None)
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(list(argv) if argv is not None else None)
+            return COMMANDS[args.command](args)
     except ProtoregError as exc:
         msg = " ".join(str(exc).split())  # always one line
         print(f"{PROG}: error: {msg}", file=sys.stderr)

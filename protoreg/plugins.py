@@ -15,7 +15,6 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Callable
 
 import pluggy
@@ -36,8 +35,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "protoreg.losses.overlap",
     "protoreg.data",
 )
-
-BUILTIN_SOURCE = "protoreg (built-in)"
 
 
 class PluginLoadWarning(UserWarning):
@@ -66,7 +63,7 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
     sources: dict[str, str] = {}
     for modname in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname)
-        sources[modname] = f"{BUILTIN_SOURCE.split()[0]} {_version()} (built-in)"
+        sources[modname] = f"{PROJECT_NAME} {_version()} (built-in)"
     if autoload is None:
         autoload = not _truthy(os.environ.get(DISABLE_AUTOLOAD_ENV))
     if autoload:
@@ -115,7 +112,7 @@ def _plugin_source(pm: pluggy.PluginManager, plugin: Any) -> str:
 def _call_each(pm: pluggy.PluginManager, hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
     """Call hook ``hook_name`` plugin by plugin, each with its own ``register`` callback."""
     hook = getattr(pm.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # pluggy lists in reverse call order
+    for impl in hook.get_hookimpls():  # registration order: built-ins first
         source = _plugin_source(pm, impl.plugin)
         try:
             impl.function(register=make_register(source))
@@ -192,8 +189,3 @@ def collect_datasets(pm: pluggy.PluginManager | None = None) -> dict[str, tuple[
 
     _call_each(pm, "protoreg_register_datasets", make_register)
     return registry
-
-
-def plugin_modules() -> tuple[ModuleType, ...]:
-    """The built-in plugin modules (imported)."""
-    return tuple(importlib.import_module(m) for m in BUILTIN_PLUGINS)
