@@ -14,6 +14,7 @@ protoreg (TensorBoard x-axis, geometry checks, ``expelled_at_step``) counts opti
 from __future__ import annotations
 
 import math
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
@@ -49,6 +50,8 @@ class RunFailure:
     reason: str
 
     def message(self) -> str:
+        if self.term == "?":
+            return f"{self.reason} (at step {self.step} of run {self.run})"
         return f"{self.reason} in {self.term!r} ({self.source}) at step {self.step} of run {self.run}"
 
 
@@ -124,6 +127,8 @@ class ProtoRegModule(pl.LightningModule):
         self.failures: dict[int, RunFailure] = {}
         self.fail_fast = True  #: stop training when any run fails (fit); sweeps set False
         self.stop_event = threading.Event()  #: set from a signal handler to stop after this step
+        self.stop_signal: int | None = None
+        self.handle_signals = False  #: take SIGINT/SIGTERM during training (set by the fit/sweep runners)
         self.stopped_reason: str | None = None
         self._checked: set[int] = set()
         self._frozen: dict[str, torch.Tensor] = {}
@@ -270,22 +275,56 @@ class ProtoRegModule(pl.LightningModule):
             for name, p in self.model.named_parameters():
                 p[dead] = self._frozen[name][dead]
 
+    def dry_run(self) -> None:
+        """Evaluate every loss once (with gradients) so a faulty plugin is reported before any
+        output exists: wrong shape, dtype, device, no gradient path, or an exception."""
+        with torch.enable_grad():
+            total, *_ = self.objective(*self._batch())
+            if not total.requires_grad:
+                raise LossError("the objective has no gradient path to the model parameters")
+
+    def _fail_all(self, exc: LossError) -> None:
+        for run in self.alive.nonzero().flatten().tolist():
+            self.failures[run] = RunFailure(run, self.step_count, "?", "?", str(exc))
+        self.alive &= False
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                self._frozen[name] = p.detach().clone()
+
     def optimisation_step(self, opt: torch.optim.Optimizer) -> None:
         """One plain PyTorch step over all live runs (failed runs stay frozen)."""
         opt.zero_grad(set_to_none=True)
         x, y = self._batch()
-        total, values, _, _, _ = self.objective(x, y)
+        try:
+            total, values, _, _, _ = self.objective(x, y)
+        except LossError as exc:  # a plugin that raises mid-training: keep what finished
+            self._fail_all(exc)
+            return
         live_total = torch.where(self.alive, total, torch.zeros_like(total))
         live_total.sum().backward()
         bad = self.alive & ~(torch.isfinite(total) & self._grads_finite())
         if bool(bad.any()):
             self._fail(bad, values, total)
+            if not bool(self.alive.any()):
+                return
         opt.step()
         if self._frozen:
             self._restore_frozen()
         self.step_count += 1
         self.last = {k: v.detach() for k, v in values.items()}
         self.last["total"] = total.detach()
+
+    def on_signal(self, signum: int, frame: Any = None) -> None:
+        """Signal handler: finish the current step, then stop cleanly."""
+        self.stop_signal = signum
+        self.stop_event.set()
+
+    def on_train_start(self) -> None:
+        # Lightning installs its own SIGTERM handler when fitting starts; ours must win so that
+        # the run directory is completed and marked "interrupted".
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.on_signal)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt = self.optimizers()

@@ -148,6 +148,7 @@ def build_batch(cfgs: Sequence[DictConfig], reg: Registry, data: Sequence[tuple[
         batch_size=first.train.batch_size,
         seeds=seeds,
     )
+    module.dry_run()
     return Batch(list(cfgs), module, settings, active, list(data))
 
 
@@ -199,21 +200,17 @@ def quiet_lightning() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def stop_on_signals(event: threading.Event) -> Iterator[dict[str, int]]:
-    """SIGINT/SIGTERM set ``event`` (training stops after the current step) instead of killing."""
-    got: dict[str, int] = {}
+def stop_on_signals(module: ProtoRegModule) -> Iterator[None]:
+    """SIGINT/SIGTERM stop training after the current step instead of killing the process."""
     if threading.current_thread() is not threading.main_thread():
-        yield got
+        yield
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        got["signal"] = signum
-        event.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, module.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    module.handle_signals = True
     try:
-        yield got
+        yield
     finally:
+        module.handle_signals = False
         for s, h in old.items():
             signal.signal(s, h)
 
@@ -316,7 +313,7 @@ def _train_and_write(batch: Batch, cfg: DictConfig, reg: Registry, stage: Path, 
     if ckpt is not None:
         _restore(module, cb, trainer, ckpt)
     t0 = time.perf_counter()
-    with stop_on_signals(module.stop_event) as got:
+    with stop_on_signals(module):
         train(batch, trainer)
     seconds = time.perf_counter() - t0
     save_checkpoint(trainer, stage / "checkpoints" / CHECKPOINT_NAME)
@@ -328,7 +325,7 @@ def _train_and_write(batch: Batch, cfg: DictConfig, reg: Registry, stage: Path, 
         status, message, code = "failed", f.message(), 1
         extra["reason"] = message
     elif module.stopped_reason == "interrupted":
-        sig = got.get("signal", signal.SIGINT)
+        sig = module.stop_signal or signal.SIGINT
         status, message, code = "interrupted", f"interrupted by {signal.Signals(sig).name} at step {module.step_count}", 130
         extra["reason"] = message
     elif module.stopped_reason == "expulsion":

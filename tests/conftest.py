@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import sys
+import types
 import warnings
+from typing import Callable
 
 import pytest
 import torch
+
+import protoreg
 
 # Tests run on CPU with small sizes; a couple of threads is plenty and keeps timings stable.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -32,3 +38,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def make_plugin_module(name: str, *losses: protoreg.StructuralLoss) -> types.ModuleType:
+    """A plugin module registering ``losses`` through the hook, as a third party would."""
+    mod = types.ModuleType(name)
+
+    @protoreg.hookimpl
+    def protoreg_register_losses(register):  # type: ignore[no-untyped-def]
+        for loss in losses:
+            register(loss)
+
+    mod.protoreg_register_losses = protoreg_register_losses  # type: ignore[attr-defined]
+    return mod
+
+
+class FakeDist:
+    def __init__(self, name: str, version: str = "1.0") -> None:
+        self.name, self.version = name, version
+
+
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, eps: list[tuple[str, str, str]]) -> None:
+    """Make importlib.metadata list the given (name, module, dist) entry points of group protoreg."""
+    objs = [importlib.metadata.EntryPoint(n, m, "protoreg")._for(FakeDist(d)) for n, m, d in eps]  # type: ignore[attr-defined]
+
+    def entry_points(**kw):  # type: ignore[no-untyped-def]
+        return importlib.metadata.EntryPoints(objs if kw.get("group") == "protoreg" else [])
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.delenv("PROTOREG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+
+@pytest.fixture
+def install_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``install_plugin(*losses, dist="x-dist")``: expose losses as an installed distribution's
+    entry point (and only that one)."""
+
+    def install(*losses: protoreg.StructuralLoss, dist: str = "test-plugin") -> None:
+        modname = f"_protoreg_test_plugin_{dist.replace('-', '_')}"
+        monkeypatch.setitem(sys.modules, modname, make_plugin_module(modname, *losses))
+        fake_entry_points(monkeypatch, [(dist, modname, dist)])
+
+    return install

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 import types
 import warnings
@@ -12,6 +11,8 @@ import protoreg
 from protoreg.errors import PluginError
 from protoreg.plugins import PluginLoadWarning, collect_datasets, collect_losses, get_plugin_manager
 
+from conftest import fake_entry_points, make_plugin_module
+
 
 class Pull(protoreg.StructuralLoss):
     """Test attractor."""
@@ -22,38 +23,6 @@ class Pull(protoreg.StructuralLoss):
 
     def __call__(self, ctx, *, tau):
         return ctx.prototypes.pow(2).sum(dim=(1, 2)) * tau
-
-
-def make_plugin_module(name: str, *losses: protoreg.StructuralLoss) -> types.ModuleType:
-    mod = types.ModuleType(name)
-
-    @protoreg.hookimpl
-    def protoreg_register_losses(register):
-        for loss in losses:
-            register(loss)
-
-    mod.protoreg_register_losses = protoreg_register_losses
-    return mod
-
-
-class FakeDist:
-    def __init__(self, name: str, version: str = "1.0") -> None:
-        self.name, self.version = name, version
-
-
-def fake_entry_points(monkeypatch, eps: list[tuple[str, str, str]]):
-    """Make importlib.metadata list the given (name, module, dist) entry points of group protoreg."""
-    objs = []
-    for ep_name, module, dist in eps:
-        ep = importlib.metadata.EntryPoint(ep_name, module, "protoreg")
-        objs.append(ep._for(FakeDist(dist)))  # type: ignore[attr-defined]
-
-    def entry_points(**kw):
-        if kw.get("group") == "protoreg":
-            return importlib.metadata.EntryPoints(objs)
-        return importlib.metadata.EntryPoints([])
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
 
 def test_builtins_are_registered_like_plugins(no_autoload):
