@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -128,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(str(exc).split())  # always one line
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `protoreg plugins | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except KeyboardInterrupt:
         print(f"{PROG}: error: interrupted", file=sys.stderr)
         return 130

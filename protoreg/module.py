@@ -248,8 +248,9 @@ class ProtoRegModule(pl.LightningModule):
         for run in bad.nonzero().flatten().tolist():
             term, source, reason = "fit", "protoreg (built-in)", "non-finite gradient"
             for name, val in values.items():
-                if not bool(torch.isfinite(val[run])):
-                    term, reason = name, f"non-finite value {float(val[run])}"
+                v = float(val[run].detach())
+                if not math.isfinite(v):
+                    term, reason = name, f"non-finite value {v}"
                     if name != "fit":
                         source = next(t.source for t in self.terms if t.name == name)
                     break

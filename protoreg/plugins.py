@@ -79,12 +79,16 @@ def _load_entry_points(pm: pluggy.PluginManager, sources: dict[str, str]) -> Non
         dist = getattr(ep, "dist", None)
         dist_label = f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
         plugin_name = f"{ep.name} ({dist_label})"
+        plugin = None
         try:
             plugin = ep.load()
             if pm.is_registered(plugin):
                 continue
             pm.register(plugin, name=plugin_name)
+            pm.check_pending()  # e.g. a misspelled hook name: this plugin is skipped, not the program
         except Exception as exc:  # noqa: BLE001 - any import failure of a third-party plugin
+            if plugin is not None and pm.is_registered(plugin):
+                pm.unregister(plugin)
             msg = (
                 f"plugin entry point {ep.name!r} = {ep.value!r} of distribution {dist_label} "
                 f"failed to load and was skipped: {type(exc).__name__}: {exc}"

@@ -147,3 +147,16 @@ def test_plugins_command_lists_builtins(capsys, no_autoload):
 def test_usage_errors_exit_2(capsys):
     code, _, err = run_cli(capsys, "frobnicate")
     assert code == 2 and err.startswith("protoreg: error:")
+
+
+@pytest.mark.gpu
+def test_fit_on_gpu_logs_the_same_tags(tmp_path, capsys, no_autoload):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "fit", "--out", out, "data.n=50", "data.dim=2", "train.steps=200", "trainer.accelerator=gpu",
+                           "losses.separation.weight=0.1")
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "completed" and 0 <= m["outside_hull_frac"] <= 1
+    tags = set(read_tb(out).Tags()["scalars"])
+    assert {"loss/fit", "loss/coverage", "loss/separation", "geometry/outside_hull_frac", "metric/recon_error"} <= tags
+    assert run_cli(capsys, "check", out)[0] in (0, 1)

@@ -122,3 +122,22 @@ def test_public_api_is_small():
     )
     assert ctx.per_run(0.5, 3).shape == (3, 1, 1)
     assert ctx.select(torch.tensor([0, 2])).x.shape == (2, 2, 1)
+
+
+def test_misspelled_hook_skips_only_that_plugin(monkeypatch):
+    bad = types.ModuleType("fake_typo")
+
+    @protoreg.hookimpl
+    def protoreg_register_loss(register):  # missing "es": not a protoreg hook
+        pass
+
+    bad.protoreg_register_loss = protoreg_register_loss
+    monkeypatch.setitem(sys.modules, "fake_typo", bad)
+    monkeypatch.setitem(sys.modules, "fake_pull_plugin", make_plugin_module("fake_pull_plugin", Pull()))
+    fake_entry_points(monkeypatch, [("typo", "fake_typo", "typo-dist"), ("pull", "fake_pull_plugin", "pull-dist")])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        losses = collect_losses(get_plugin_manager())
+    msgs = [str(w.message) for w in rec if issubclass(w.category, PluginLoadWarning)]
+    assert len(msgs) == 1 and "typo-dist" in msgs[0] and "protoreg_register_loss" in msgs[0]
+    assert "pull" in losses
