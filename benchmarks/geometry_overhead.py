@@ -1,0 +1,47 @@
+"""Cost of the geometry callback at its default interval: train the same N = 100 run with and
+without :class:`protoreg.callbacks.GeometryCallback` and print both times and the overhead.
+
+    python benchmarks/geometry_overhead.py [--n 100] [--steps 2000] [--repeats 3]
+
+Target: overhead < 10 % of training time at the default ``geometry.every_n_steps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+from protoreg.config import load_config
+from protoreg.run import Registry, _geometry_callback, build_batch, make_trainer, prepare, train
+
+
+def timed(n: int, steps: int, dim: int, with_callback: bool, reg: Registry) -> float:
+    cfg, _ = prepare(load_config(None, [f"data.n={n}", f"data.dim={dim}", f"train.steps={steps}", "trainer.accelerator=cpu"]), reg)
+    batch = build_batch([cfg], reg)
+    callbacks = [_geometry_callback(cfg, batch.active[0], reg, figures=False)] if with_callback else []
+    trainer = make_trainer(cfg, None, callbacks)
+    t0 = time.perf_counter()
+    train(batch, trainer)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    os.environ["PROTOREG_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    reg = Registry.load()
+    for dim in (1, 8):
+        base = min(timed(args.n, args.steps, dim, False, reg) for _ in range(args.repeats))
+        geo = min(timed(args.n, args.steps, dim, True, reg) for _ in range(args.repeats))
+        print(f"N={args.n} d={dim}: without callback {base:.2f} s, with callback {geo:.2f} s, "
+              f"overhead {100 * (geo - base) / base:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
