@@ -119,6 +119,10 @@ class ProtoRegModule(pl.LightningModule):
                 self.register_buffer(name, torch.tensor([float(v) for v in vals], dtype=x.dtype))
                 tensors[k] = name  # type: ignore[assignment]
             self._param_tensors.append(tensors)
+        #: per term, the runs where it is on (None: all of them)
+        self._on_runs: list[torch.Tensor | None] = [
+            None if bool((row > 0).all()) else (row > 0).nonzero().flatten() for row in w
+        ]
         self.lr, self.steps, self.chunk = float(lr), int(steps), max(1, int(chunk))
         self.batch_size = batch_size if batch_size is not None and batch_size < x.shape[1] else None
         self.seeds = list(seeds) if seeds is not None else list(range(r))
@@ -153,34 +157,46 @@ class ProtoRegModule(pl.LightningModule):
 
     # ------------------------------------------------------------ objective
     def _call_loss(self, i: int, ctx: LossContext) -> torch.Tensor:
+        """Loss ``i`` per run; runs where its weight is 0 are not evaluated (their value is 0),
+        so a loss that is off in a run can never fail that run."""
         term = self.terms[i]
         params = self.term_params(i)
-        loss = term.loss
+        idx = self._on_runs[i]
         try:
-            if loss.vectorized:
-                return self._checked_output(i, loss(ctx, **params), ctx.runs, ctx)
-            # Plain-number parameters: evaluate runs that share values together.
-            keys = list(params)
-            rows = torch.stack([params[k] for k in keys], 1).tolist() if keys else [[] for _ in range(ctx.runs)]
-            groups: dict[tuple[float, ...], list[int]] = {}
-            for run, row in enumerate(rows):
-                groups.setdefault(tuple(row), []).append(run)
-            if len(groups) == 1:
-                (vals,) = groups
-                return self._checked_output(i, loss(ctx, **self._plain(term, keys, vals)), ctx.runs, ctx)
-            out = ctx.x.new_zeros(ctx.runs)
-            for vals, runs in groups.items():
-                idx = torch.tensor(runs, device=ctx.x.device)
-                sub = ctx.select(idx)
-                val = self._checked_output(i, loss(sub, **self._plain(term, keys, vals)), len(runs), sub)
-                out = out.index_add(0, idx, val)
-            return out
+            if idx is None:
+                return self._eval_loss(i, ctx, params)
+            idx = idx.to(ctx.x.device)
+            sub = ctx.select(idx)
+            val = self._eval_loss(i, sub, {k: v[idx] for k, v in params.items()})
+            return ctx.x.new_zeros(ctx.runs).index_add(0, idx, val)
         except LossError:
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported by name
             raise LossError(
                 f"loss {term.name!r} ({term.source}) raised {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _eval_loss(self, i: int, ctx: LossContext, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        term = self.terms[i]
+        loss = term.loss
+        if loss.vectorized:
+            return self._checked_output(i, loss(ctx, **params), ctx.runs, ctx)
+        # Plain-number parameters: evaluate runs that share values together.
+        keys = list(params)
+        rows = torch.stack([params[k] for k in keys], 1).tolist() if keys else [[] for _ in range(ctx.runs)]
+        groups: dict[tuple[float, ...], list[int]] = {}
+        for run, row in enumerate(rows):
+            groups.setdefault(tuple(row), []).append(run)
+        if len(groups) == 1:
+            (vals,) = groups
+            return self._checked_output(i, loss(ctx, **self._plain(term, keys, vals)), ctx.runs, ctx)
+        out = ctx.x.new_zeros(ctx.runs)
+        for vals, runs in groups.items():
+            idx = torch.tensor(runs, device=ctx.x.device)
+            sub = ctx.select(idx)
+            val = self._checked_output(i, loss(sub, **self._plain(term, keys, vals)), len(runs), sub)
+            out = out.index_add(0, idx, val)
+        return out
 
     @staticmethod
     def _plain(term: LossTerm, keys: list[str], vals: Sequence[float]) -> dict[str, Any]:

@@ -512,24 +512,6 @@ def plan_batches(runs: Sequence[SweepRun], plan: Plan, reg: Registry) -> list[li
     return batches
 
 
-@contextlib.contextmanager
-def flush_denormal() -> Iterator[None]:
-    """Treat subnormal floats as zero on CPU while training.
-
-    Far-away Gaussian units give ``exp(-z**2)`` in the subnormal range (float32: ``z**2`` of about
-    87-103), where x86 arithmetic is 10-100x slower; a batch of many runs is then dominated by
-    them. Flushing changes values below ~1e-38 (float32) / ~1e-308 (float64) only.
-    """
-    import torch
-
-    ok = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if ok:
-            torch.set_flush_denormal(False)
-
-
 def _failure_reason(f: Any) -> str:
     if f.term == "?":
         return f"{f.reason} at step {f.step}"
@@ -583,7 +565,7 @@ def train_batch(runs: Sequence[SweepRun], plan: Plan, reg: Registry, out: Path, 
     tb_name = f"{TB}/batch_{index:03d}"
     trainer = make_trainer(cfgs[0], out, [cb], tb_name=tb_name)
     t0 = time.perf_counter()
-    with stop_on_signals(module), flush_denormal():
+    with stop_on_signals(module):
         train(batch, trainer)
     seconds = time.perf_counter() - t0
     if module.stopped_reason == "interrupted":

@@ -295,6 +295,53 @@ def test_a_diverging_run_is_marked_failed_and_the_others_finish(reg: Registry, t
         else:
             assert r[col["reason"]] == "" and r[col["steps"]] == "30" and math.isfinite(float(r[col["fit_mse"]]))
 
+    # Runs never interact: the healthy runs equal those of a sweep without the diverging ones.
+    clean = quick("sweep.masks=[coverage]", "losses.bomb.weight=1.0", "sweep.grid={losses.bomb.armed: [0.0]}", "trainer.precision=64-true")
+    mixed = quick("sweep.masks=[coverage]", "losses.bomb.weight=1.0", "sweep.grid={losses.bomb.armed: [0.0, 1.0]}", "trainer.precision=64-true")
+    assert run_quiet(mixed, tmp_path / "mixed", reg2).failed == 8
+    assert run_quiet(clean, tmp_path / "clean", reg2).failed == 0
+
+    def healthy(out: Path) -> dict[tuple[str, str, str], list[float]]:
+        header, rows = read_csv(out / S.RESULTS)
+        c = {h: i for i, h in enumerate(header)}
+        return {
+            (r[c["mask"]], r[c["n"]], r[c["seed"]]): [float(r[c[m]]) for m in METRIC_NAMES]
+            for r in rows
+            if r[c["status"]] == "completed"
+        }
+
+    a, b = healthy(tmp_path / "mixed"), healthy(tmp_path / "clean")
+    assert a.keys() == b.keys() and len(a) == 8
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+
+
+def test_a_loss_that_is_off_in_a_run_cannot_fail_it(reg: Registry, tmp_path: Path) -> None:
+    """A loss is evaluated only on the runs where its weight is > 0: a loss that is NaN everywhere
+    fails exactly the runs whose mask turns it on."""
+    import protoreg
+    from protoreg.plugins import LossEntry
+
+    class AlwaysNaN(protoreg.StructuralLoss):
+        name = "alwaysnan"
+        role = "neutral"
+        defaults: dict[str, float] = {}
+
+        def __call__(self, ctx):  # type: ignore[no-untyped-def]
+            return ctx.prototypes.sum(dim=(1, 2)) * float("nan")
+
+    reg2 = Registry(dict(reg.losses), dict(reg.datasets))
+    reg2.losses["alwaysnan"] = LossEntry(AlwaysNaN(), "tests")
+    cfg = quick("sweep.masks=[coverage, alwaysnan]", "losses.alwaysnan.weight=1.0", "sweep.grid={data.n: [5]}")
+    res = run_quiet(cfg, tmp_path / "sw", reg2)
+    header, rows = read_csv(tmp_path / "sw" / S.RESULTS)
+    col = {h: i for i, h in enumerate(header)}
+    assert len({r[col["batch"]] for r in rows}) == 1  # both masks trained in one batch
+    for r in rows:
+        on = "alwaysnan" in r[col["mask"]].split("+")
+        assert r[col["status"]] == ("failed" if on else "completed"), r[col["mask"]]
+    assert res.failed == sum("alwaysnan" in r[col["mask"]] for r in rows) > 0
+
 
 # ------------------------------------------------------------------- the CLI
 def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
