@@ -41,7 +41,7 @@ class ModelConfig:
 
     width: Optional[int] = None  #: hidden units M; null = N
     parameterization: str = "auto"  #: ``auto`` (affine in 1-D, radial otherwise) | ``affine`` | ``radial``
-    init: str = "uniform"  #: prototypes ``uniform`` over the inputs' bounding box | at ``samples``
+    init: str = "uniform"  #: prototypes ``uniform`` inside the inputs' hull | at ``samples``
     init_width: float = 1.0  #: initial receptive width, in sample spacings
 
 

@@ -13,8 +13,10 @@ and run r only ever touches index r.
 Initialisation (:meth:`GaussianMLP.initialize`), per run from its own seed, so a run initialises
 identically alone or inside a batch:
 
-* prototypes uniform over the bounding box of the run's inputs (``init="uniform"``, default) or at
-  distinct training samples (``init="samples"``, with replacement when M > N);
+* prototypes inside the convex hull of the run's inputs (``init="uniform"``, default): in 1-D
+  uniform over ``[min x, max x]``, in d >= 2 uniform on the segment between two random training
+  samples (a bounding box would put some outside the hull); or at distinct training samples
+  (``init="samples"``, with replacement when M > N);
 * receptive width ``s0 = init_width * spacing`` (spacing = ``extent / N**(1/d)``): affine
   ``w_j = 1/s0, b_j = -p_j/s0``; radial ``s_j = s0/sqrt(2)``, so both start as ``exp(-(x-p)^2/s0^2)``;
 * output weights ``v ~ U(-1/sqrt(M), 1/sqrt(M))``, bias ``c`` = mean target.
@@ -96,9 +98,16 @@ class GaussianMLP(nn.Module):
                 n = xr.shape[0]
                 idx = torch.randperm(n, generator=g)[:m] if m <= n else torch.randint(n, (m,), generator=g)
                 p = xr[idx]
-            else:
+            elif self.dim == 1:
                 lo, hi = xr.amin(0), xr.amax(0)
                 p = lo + (hi - lo) * torch.rand(m, self.dim, generator=g, dtype=torch.float64)
+            else:
+                # Inside the convex hull (a bounding box is not): uniform on the segment between
+                # two random training samples.
+                n = xr.shape[0]
+                a, b = torch.randint(n, (2, m), generator=g)
+                u = torch.rand(m, 1, generator=g, dtype=torch.float64)
+                p = xr[a] + u * (xr[b] - xr[a])
             s0 = float(init_width) * float(spacing[r])
             a = 1.0 / math.sqrt(m)
             v = (torch.rand(m, self.out, generator=g, dtype=torch.float64) * 2 - 1) * a

@@ -89,6 +89,20 @@ def test_initialisation_is_per_run_and_inside_the_data(param):
     assert float(h[0, 0, 0]) == pytest.approx(math.exp(-1.0), rel=1e-6)
 
 
+@pytest.mark.parametrize("dim", [2, 5])
+def test_radial_initialisation_is_inside_the_hull_not_just_the_box(dim):
+    from protoreg.geometry import outside_hull
+
+    x = torch.randn(4, 30, dim, dtype=torch.float64)  # a Gaussian cloud: its box is much bigger than its hull
+    y = torch.rand(4, 30, 1, dtype=torch.float64)
+    model = GaussianMLP(4, 60, dim, 1, "radial").double()
+    model.initialize(x, y, [0, 1, 2, 3])
+    p = model.prototype_positions()
+    assert not outside_hull(p, x).any()
+    # and they cover it: spread comparable to the data's, not collapsed onto the centroid
+    assert (p.std(1) > 0.4 * x.std(1)).all()
+
+
 def test_sample_spacing():
     x = torch.tensor([[[0.0], [1.0], [2.0], [4.0]]])
     assert float(sample_spacing(x)[0]) == pytest.approx(1.0)
