@@ -139,3 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:  # pragma: no cover - thin wrapper
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m protoreg.cli``
+    console_main()
