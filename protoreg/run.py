@@ -285,10 +285,22 @@ def default_out(root: str = "runs") -> Path:
 
 
 def check_out(out: Path) -> None:
-    if out.exists() and not is_empty_dir(out):
-        raise RunDirError(f"{out}: output directory exists and is not empty (choose another --out)")
+    """Refuse an ``--out`` that exists with content or that cannot be created (before training)."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
+    if out.exists() and not is_empty_dir(out):
+        raise RunDirError(f"{out}: output directory exists and is not empty (choose another --out)")
+    ensure_parent(out)
+
+
+def ensure_parent(out: Path) -> None:
+    """Create ``out``'s parent folder, or raise :class:`RunDirError` saying why it cannot be."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(out.parent))
+    except OSError as exc:
+        raise RunDirError(f"{out}: cannot create the output directory ({exc.strerror or exc}: {exc.filename or out.parent})") from None
 
 
 def _geometry_callback(cfg: DictConfig, active: Sequence[str], reg: Registry, *, figures: bool = True) -> GeometryCallback:

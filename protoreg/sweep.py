@@ -57,6 +57,7 @@ from .run import (
     _geometry_callback,
     batch_key,
     build_batch,
+    ensure_parent,
     load_data,
     make_trainer,
     stop_on_signals,
@@ -419,6 +420,7 @@ def open_sweep_dir(out: Path, plan: Plan) -> None:
     """
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
+    ensure_parent(out)
     manifest = out / MANIFEST
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         if not manifest.is_file():
