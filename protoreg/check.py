@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from .errors import RunDirError
 from .evaluate import METRIC_NAMES, evaluate, run_metrics
 from .model import GaussianMLP
-from .run import CHECKPOINT_NAME, load_checkpoint
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 
 def model_from_state(state: dict[str, torch.Tensor]) -> GaussianMLP:

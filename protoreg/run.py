@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import config as C
 from .callbacks import GeometryCallback
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: F401 - re-exported
 from .data import validate_arrays
-from .errors import CheckpointError, ConfigError, DataError, ProtoregError, RunDirError
+from .errors import ConfigError, DataError, ProtoregError, RunDirError
 from .evaluate import evaluate, run_metrics
 from .io import atomic_write_json, atomic_write_text, is_empty_dir, staging_dir
 from .model import GaussianMLP
@@ -33,7 +34,6 @@ from .plugins import LossEntry, collect_datasets, collect_losses, get_plugin_man
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "last.ckpt"
 
 
 @dataclass
@@ -245,20 +245,6 @@ def save_checkpoint(trainer: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     trainer.save_checkpoint(str(tmp), weights_only=False)
     os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint without executing code (``torch.load(weights_only=True)``)."""
-    if not path.is_file():
-        raise RunDirError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling refusals and corrupt files alike
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load checkpoint safely ({first_line[:200]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not a protoreg checkpoint (no state_dict)")
-    return ckpt
 
 
 # ------------------------------------------------------------------- fit

@@ -98,3 +98,13 @@ def test_higher_dimensions_figures_and_embedding(tmp_path, capsys, no_autoload, 
         assert (out / "tb" / "projector_config.pbtxt").is_file()
     code, text, _ = cli(capsys, "check", out, "--json")
     assert code in (0, 1) and len(json.loads(text)["units"]) == 6
+
+
+def test_check_does_not_import_lightning() -> None:
+    """``protoreg check`` reads a checkpoint and recomputes geometry: no training stack needed
+    (importing Lightning costs seconds)."""
+    import subprocess
+    import sys
+
+    code = "import sys, protoreg.check; sys.exit(any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

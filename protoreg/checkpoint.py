@@ -1,0 +1,27 @@
+"""Reading checkpoints safely (no code runs on load). Kept free of Lightning so that
+``protoreg check`` starts quickly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, RunDirError
+
+CHECKPOINT_NAME = "last.ckpt"
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint without executing code (``torch.load(weights_only=True)``)."""
+    if not path.is_file():
+        raise RunDirError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling refusals and corrupt files alike
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused to load checkpoint safely ({first_line[:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a protoreg checkpoint (no state_dict)")
+    return ckpt
