@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .evaluate import evaluate
+from .geometry import HullWarmStart
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class GeometryCallback(pl.Callback):
         self._last_checked = -1
         self._was_over: torch.Tensor | None = None
         self.last_report: dict[str, torch.Tensor] = {}
+        #: hull solver state between checks: prototypes still inside their last corral are cheap
+        self._warm = HullWarmStart()
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -84,7 +87,7 @@ class GeometryCallback(pl.Callback):
     # -------------------------------------------------------------- check
     def check(self, trainer: pl.Trainer, module: Any) -> dict[str, torch.Tensor]:
         step = int(module.step_count)
-        ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol)
+        ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm)
         self.last_report = ev
         self._last_checked = step
         outside = ev["outside"]

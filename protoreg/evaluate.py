@@ -23,16 +23,19 @@ METRIC_NAMES: tuple[str, ...] = (
 
 
 @torch.no_grad()
-def evaluate(model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, *, rel_tol: float = 1e-6) -> dict[str, torch.Tensor]:
+def evaluate(
+    model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, *, rel_tol: float = 1e-6, warm: geometry.HullWarmStart | None = None
+) -> dict[str, torch.Tensor]:
     """All metrics for R runs on their full training data.
 
     Returns (R,) tensors under :data:`METRIC_NAMES`, plus per-unit ``positions`` (R,M,d),
     ``hull_distance`` (R,M), ``outside`` (R,M) and ``wins`` (R,M): samples for which the unit is
-    the strongest responder.
+    the strongest responder. ``warm`` carries hull solver state between evaluations of the same
+    runs (:class:`protoreg.geometry.HullWarmStart`).
     """
     hidden, pred = model(x)
     positions = model.prototype_positions()
-    report = geometry.geometry_report(positions, x, hidden, rel_tol=rel_tol)
+    report = geometry.geometry_report(positions, x, hidden, rel_tol=rel_tol, warm=warm)
     out: dict[str, torch.Tensor] = {
         "fit_mse": fit_mse(pred, y).double().cpu(),
         "recon_error": recon_error(positions, x),

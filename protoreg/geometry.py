@@ -76,6 +76,7 @@ __all__ = [
     "duplicate_prototypes",
     "dead_units",
     "geometry_report",
+    "HullWarmStart",
 ]
 
 logger = logging.getLogger(__name__)
@@ -299,6 +300,8 @@ def _wolfe_bounds(
     tol: float,
     threshold: float | None,
     max_iter: int,
+    corral_out: Tensor | None = None,
+    init: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int, int]:
     """Certified bounds on ``dist(p[a], conv xn[run[a]])`` for every query.
 
@@ -330,6 +333,14 @@ def _wolfe_bounds(
         ``lb > threshold`` (the comparison ``dist > threshold`` is decided).
     max_iter : int
         Maximum number of (major or minor) iterations.
+    corral_out : Tensor, shape (Q, min(N, d + 1)), long, optional
+        Filled with each query's final corral (input indices, ``-1`` for
+        unused slots): a warm start for the next call (:class:`HullWarmStart`).
+    init : Tensor, shape (Q, min(N, d + 1)), long, optional
+        A starting corral per query (used slots first, ``-1`` unused; a row
+        starting with ``-1`` starts cold at its nearest input). Hinted rows
+        begin with a minor step from the corral's centroid. Any hint is safe:
+        the bounds are certified from the iterates whatever the start.
 
     Returns
     -------
@@ -378,6 +389,8 @@ def _wolfe_bounds(
         nonlocal unresolved
         ub_out[qid[rows]] = ub[rows]
         lb_out[qid[rows]] = lb[rows]
+        if corral_out is not None:
+            corral_out[qid[rows], : S.shape[1]] = torch.where(mask[rows], S[rows], -1)
         live[rows] = False
         if unsure is not None:
             unresolved += int(unsure.sum())
@@ -401,6 +414,23 @@ def _wolfe_bounds(
         u, v = U[..., 0], U[..., 1]
         t = (1.0 - u.sum(1)) / v.sum(1)
         return torch.where(mask, u + t[:, None] * v, 0.0)
+
+    if init is not None and Q > 0 and bool((init[:, 0] >= 0).any()):
+        # ---- warm start: every hinted query starts from its given corral ----
+        hinted = init[:, 0] >= 0
+        K = kcap
+        slot0 = torch.zeros(Q, K, dtype=torch.bool, device=device)
+        slot0[:, 0] = True
+        mask = torch.where(hinted[:, None], init >= 0, slot0)
+        S = torch.where(mask, init.clamp(min=0), 0)
+        S[:, 0] = torch.where(hinted, S[:, 0], near)
+        xs = torch.where(mask[..., None], xn[run[:, None], S], 0.0)
+        bs = torch.where(mask, (xs * p[:, None, :]).sum(-1), 0.0)
+        lam = mask.to(_F64) / mask.sum(1, keepdim=True)
+        Hinv = torch.eye(K, dtype=_F64, device=device).repeat(Q, 1, 1)
+        U = torch.zeros(Q, K, 2, dtype=_F64, device=device)
+        refresh(torch.arange(Q, device=device))
+        major = ~hinted
 
     it = 0
     while it < max_iter:
@@ -613,6 +643,69 @@ def _wolfe_bounds(
     return ub_out, lb_out, it, unresolved
 
 
+def _corral_upper_bound(p: Tensor, xn: Tensor, run: Tensor, hint: Tensor) -> Tensor:
+    """Distance from each query to the best convex combination of its hinted inputs.
+
+    For query ``a`` with hinted input indices ``hint[a]`` (``-1`` unused, used ones first) the
+    affine least-squares weights are computed (pseudo-inverse, any device), clipped to be
+    non-negative and renormalised, so the point ``q`` is a convex combination of inputs and
+    ``||q - p||`` is a valid upper bound on the hull distance whatever the hint. ``inf`` where a
+    query has no hint.
+    """
+    valid = hint >= 0
+    has = valid[:, 0]
+    idx = hint.clamp(min=0)
+    xs = xn[run[:, None], idx]  # (Q, K, d)
+    x0 = xs[:, 0]
+    edges = (xs[:, 1:] - x0[:, None, :]) * valid[:, 1:, None]  # (Q, K-1, d), zero rows unused
+    if edges.shape[1] > 0:
+        c = torch.bmm(torch.linalg.pinv(edges.transpose(1, 2)), (p - x0)[:, :, None]).squeeze(2)
+        c = c * valid[:, 1:]
+        lam = torch.cat((1.0 - c.sum(1, keepdim=True), c), dim=1)
+    else:
+        lam = torch.ones_like(valid, dtype=_F64)
+    lam = torch.where(valid, lam.clamp(min=0.0), 0.0)
+    total = lam.sum(1, keepdim=True)
+    ok = has & (total[:, 0] > 0)
+    lam = lam / torch.where(total > 0, total, torch.ones_like(total))
+    q = torch.bmm(lam[:, None, :], xs).squeeze(1)
+    ub = torch.linalg.vector_norm(q - p, dim=1)
+    return torch.where(ok & torch.isfinite(ub), ub, math.inf)
+
+
+class HullWarmStart:
+    """A cache that makes repeated hull checks of slowly moving prototypes cheap.
+
+    Pass the same instance to successive :func:`hull_distance` calls (as the geometry callback
+    does between checks): each call remembers every prototype's final corral (the inputs whose
+    convex combination is nearest to it), and the next call first tries that corral again. A
+    prototype still inside the hull of its old corral (within the tolerance) is answered by one
+    small least-squares solve instead of the active-set iteration; all others are solved as
+    usual. Results are certified exactly as without the cache (the bound comes from an actual
+    convex combination of inputs); only the last bits of distances at or below the tolerance
+    can differ. The cache resets itself when the shapes change.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int, int, int] | None = None
+        self._corral: Tensor | None = None
+
+    def hint(self, R: int, M: int, N: int, kcap: int, device: torch.device) -> Tensor | None:
+        if self._key != (R, M, N, kcap) or self._corral is None:
+            return None
+        return self._corral.to(device)
+
+    def store(self, R: int, M: int, N: int, kcap: int, flat: Tensor, corral: Tensor) -> None:
+        full = torch.full((R * M, kcap), -1, dtype=torch.long, device=corral.device)
+        # used slots first (the hint check takes slot 0 as its origin)
+        order = (corral < 0).to(torch.int8).argsort(dim=1, stable=True)
+        full[flat] = corral.gather(1, order)
+        self._key, self._corral = (R, M, N, kcap), full.view(R, M, kcap)
+
+    def clear(self) -> None:
+        self._key, self._corral = None, None
+
+
 def _hull_bounds(
     prototypes: Tensor,
     x: Tensor,
@@ -620,8 +713,12 @@ def _hull_bounds(
     tol: float,
     max_iter: int,
     threshold: float | None,
+    warm: "HullWarmStart | None" = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Bounds on hull distances in original units.
+
+    With ``warm``, queries whose previous corral still holds them (within the
+    tolerance) are answered without the solver, and ``warm`` is updated.
 
     Returns
     -------
@@ -700,14 +797,47 @@ def _hull_bounds(
     gram = torch.bmm(xn, xn.transpose(1, 2)) if R * N * N * 8 <= _CHUNK_BYTES else None
     u = torch.empty(flat.numel(), dtype=_F64, device=device)
     l = torch.empty_like(u)
+    kcap = min(N, d + 1)
+    corral = torch.full((flat.numel(), kcap), -1, dtype=torch.long, device=device) if warm is not None else None
+    todo = torch.arange(flat.numel(), device=device)
+    hint = warm.hint(R, M, N, kcap, device) if warm is not None else None
+    if hint is not None and corral is not None:
+        h = hint.reshape(R * M, kcap)[flat]
+        stop = tol if threshold is None else max(tol, threshold)
+        ub_h = _corral_upper_bound(pq, xn, run, h)
+        held = ub_h <= stop
+        u[held], l[held] = ub_h[held], 0.0
+        corral[held] = h[held]
+        todo = (~held).nonzero().squeeze(1)
     iters = unresolved = 0
-    for c0 in range(0, flat.numel(), chunk):
-        c1 = min(flat.numel(), c0 + chunk)
-        u[c0:c1], l[c0:c1], it_c, un_c = _wolfe_bounds(
-            pq[c0:c1], xn, run[c0:c1], gram, tol=tol, threshold=threshold, max_iter=max_iter
-        )
-        iters = max(iters, it_c)
-        unresolved += un_c
+
+    def solve(todo: Tensor, warm_start: bool) -> int:
+        nonlocal iters
+        missed = 0
+        for c0 in range(0, todo.numel(), chunk):
+            idx = todo[c0 : c0 + chunk]
+            part = None if corral is None else torch.full((idx.numel(), kcap), -1, dtype=torch.long, device=device)
+            u[idx], l[idx], it_c, un_c = _wolfe_bounds(
+                pq[idx], xn, run[idx], gram, tol=tol, threshold=threshold, max_iter=max_iter, corral_out=part,
+                init=h[idx] if warm_start else None,
+            )
+            if corral is not None and part is not None:
+                corral[idx] = part
+            iters = max(iters, it_c)
+            missed += un_c
+        return missed
+
+    if hint is None:
+        unresolved = solve(todo, False)
+    elif solve(todo, True):
+        # a warm start that stalled (a poor hint) is redone from scratch: hints never cost accuracy
+        gap = u[todo] - l[todo]
+        done = (gap <= tol) | (gap <= _EXACT_GAP) | (u[todo] == 0)
+        if threshold is not None:
+            done |= (u[todo] <= threshold) | (l[todo] > threshold)
+        unresolved = solve(todo[~done], False)
+    if warm is not None and corral is not None:
+        warm.store(R, M, N, kcap, flat, corral)
     logger.debug(
         "hull distance: %d queries, N=%d, d=%d, %d iterations, %d unresolved",
         flat.numel(), N, d, iters, unresolved,
@@ -740,6 +870,7 @@ def hull_distance(
     *,
     tol: float = 1e-6,
     max_iter: int = 2000,
+    warm: HullWarmStart | None = None,
 ) -> Tensor:
     """Euclidean distance of every prototype to the convex hull of its run's inputs.
 
@@ -762,6 +893,10 @@ def hull_distance(
         stopped earlier by floating-point resolution (possible for extremely
         thin hulls or ``tol`` near machine precision), are returned with their
         current upper bound and a warning is logged.
+    warm : HullWarmStart, optional
+        Cache carried between successive calls on the same runs: prototypes
+        still inside their previous corral skip the iteration (same
+        guarantees; see :class:`HullWarmStart`).
 
     Returns
     -------
@@ -782,7 +917,7 @@ def hull_distance(
     update; everything is batched over ``R * M`` queries (in chunks bounding
     the working memory to a few hundred MB) and runs on any torch device.
     """
-    ub, _, _ = _hull_bounds(prototypes, x, tol=tol, max_iter=max_iter, threshold=None)
+    ub, _, _ = _hull_bounds(prototypes, x, tol=tol, max_iter=max_iter, threshold=None, warm=warm)
     return ub
 
 
@@ -1015,6 +1150,7 @@ def geometry_report(
     hidden: Tensor,
     *,
     rel_tol: float = 1e-6,
+    warm: HullWarmStart | None = None,
 ) -> dict[str, Tensor]:
     """All geometry diagnostics of a batch of runs.
 
@@ -1026,6 +1162,9 @@ def geometry_report(
     rel_tol : float, default 1e-6
         Relative tolerance (times :func:`hull_extent` of ``x``) used for the
         hull distances (``tol``), the outside flags and duplicate detection.
+    warm : HullWarmStart, optional
+        Cache carried between successive reports of the same runs (see
+        :class:`HullWarmStart`).
 
     Returns
     -------
@@ -1055,7 +1194,7 @@ def geometry_report(
         raise ValueError(
             f"hidden must have shape {(R, x.shape[1], M)}, got {tuple(hidden.shape)}"
         )
-    dist = hull_distance(prototypes, x, tol=rel_tol)
+    dist = hull_distance(prototypes, x, tol=rel_tol, warm=warm)
     outside = outside_hull(prototypes, x, rel_tol=rel_tol, distances=dist)
     ext = hull_extent(x)
     if M > 0:

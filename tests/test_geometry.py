@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 from protoreg.geometry import (
+    HullWarmStart,
     dead_units,
     duplicate_prototypes,
     geometry_report,
@@ -448,6 +449,52 @@ def test_input_validation() -> None:
         outside_hull(torch.randn(2, 4, 3), x, distances=torch.zeros(2, 3))
     with pytest.raises(ValueError):
         geometry_report(torch.randn(2, 4, 3), x, torch.randn(2, 5, 3))
+
+
+# --------------------------------------------------------------------------
+# warm starts between checks
+# --------------------------------------------------------------------------
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 3, 5, 16]), n=st.integers(2, 40), move=st.sampled_from([0.0, 1e-3, 0.05, 1.0]))
+def test_warm_start_gives_the_cold_results(seed: int, d: int, n: int, move: float) -> None:
+    """Prototypes checked again after moving: with the cache, the same flags and distances within
+    the certified tolerance as a cold solve, and exact against the brute force for small cases."""
+    rng = np.random.default_rng(seed)
+    x, p, _ = make_case(rng, n, d)
+    X, P = t64(x)[None], t64(p)[None]
+    warm = HullWarmStart()
+    hull_distance(P, X, warm=warm)
+    P2 = P + move * float(hull_extent(X)[0]) * torch.as_tensor(rng.standard_normal(p.shape))[None]
+    cold = hull_distance(P2, X)
+    hot = hull_distance(P2, X, warm=warm)
+    ext = float(hull_extent(X)[0])
+    assert torch.all((hot - cold).abs() <= 2e-6 * ext + 1e-12)
+    assert torch.equal(outside_hull(P2, X, distances=hot), outside_hull(P2, X, distances=cold))
+    if d <= 3 and n <= 12:
+        exact = torch.tensor([exact_distance(q, x) for q in P2[0].numpy()], dtype=torch.float64)
+        assert torch.all(hot[0] >= exact - 1e-9 * ext) and torch.all(hot[0] <= exact + 1e-6 * ext + 1e-12)
+    # and a third check from the updated cache
+    again = hull_distance(P2, X, warm=warm)
+    assert torch.all((again - cold).abs() <= 2e-6 * ext + 1e-12)
+
+
+def test_warm_start_with_wrong_hints_is_still_certified() -> None:
+    """The cache only proposes starting points: arbitrary corrals cannot change the answer."""
+    rng = np.random.default_rng(7)
+    x, p, _ = make_case(rng, 30, 4, m_each=4)
+    X, P = t64(x)[None], t64(p)[None]
+    warm = HullWarmStart()
+    hull_distance(P, X, warm=warm)
+    assert warm._corral is not None
+    junk = torch.as_tensor(rng.integers(-1, 30, size=tuple(warm._corral.shape)))
+    junk[..., 0] = torch.as_tensor(rng.integers(0, 30, size=tuple(junk.shape[:2])))
+    warm._corral = junk
+    ext = float(hull_extent(X)[0])
+    assert torch.all((hull_distance(P, X, warm=warm) - hull_distance(P, X)).abs() <= 2e-6 * ext)
+    # a cache from other shapes is ignored, not misused
+    hull_distance(P[:, :5], X, warm=warm)
+    assert warm._corral.shape[1] == 5
+    assert torch.all((hull_distance(P, X, warm=warm) - hull_distance(P, X)).abs() <= 2e-6 * ext)
 
 
 # --------------------------------------------------------------------------
