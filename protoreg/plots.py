@@ -93,10 +93,23 @@ def prototype_figure(
         if poly is not None:
             ax.fill(poly[:, 0], poly[:, 1], color="0.92", label="convex hull" + (" (projected)" if d > 2 else ""))
         ax.scatter(xp[:, 0], xp[:, 1], s=14, color="0.25", label="training data", zorder=3)
-        for mask, color, label in ((~outside & finite, INSIDE_COLOR, "prototype (inside)"), (outside & finite, OUTSIDE_COLOR, "prototype (outside)")):
+        # a square window twice the data's extent: far (or infinite) prototypes are drawn on its
+        # edge, in their direction from the data's centre, so the data stays readable
+        lo2, hi2 = xp.min(0), xp.max(0)
+        centre, half = (lo2 + hi2) / 2, max(float((hi2 - lo2).max()), 1e-12)
+        v = pp - centre
+        reach = np.abs(v).max(1) / half
+        clipped = (reach > 1) | ~finite
+        shown = centre + v / np.maximum(reach, 1.0)[:, None]
+        for mask, color, label in ((~outside & ~clipped, INSIDE_COLOR, "prototype (inside)"), (outside & ~clipped, OUTSIDE_COLOR, "prototype (outside)")):
             if mask.any():
-                ax.scatter(pp[mask, 0], pp[mask, 1], marker="^", s=40, color=color, label=label, zorder=4)
-        ax.set_aspect("equal", adjustable="datalim")
+                ax.scatter(shown[mask, 0], shown[mask, 1], marker="^", s=40, color=color, label=label, zorder=4)
+        if clipped.any():
+            ax.scatter(shown[clipped, 0], shown[clipped, 1], marker="x", s=50, color="k", label="beyond view (direction)", zorder=5)
+        pad = 1.04 * half
+        ax.set_xlim(centre[0] - pad, centre[0] + pad)
+        ax.set_ylim(centre[1] - pad, centre[1] + pad)
+        ax.set_aspect("equal")
     ax.set_title(title or f"{outside.sum()} of {len(outside)} prototypes outside the hull")
     ax.legend(loc="best", fontsize=7)
     if with_traj:
