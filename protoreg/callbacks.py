@@ -74,6 +74,7 @@ class GeometryCallback(pl.Callback):
             "expelled_at": None if self.expelled_at is None else self.expelled_at.tolist(),
             "steps": list(self.steps),
             "trajectory": [t.tolist() for t in self.trajectory],
+            "hull_warm_start": self._warm.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -83,6 +84,8 @@ class GeometryCallback(pl.Callback):
         self.trajectory = [np.asarray(t, dtype=float) for t in state.get("trajectory", [])]
         if self.steps:
             self._last_checked = self.steps[-1]
+        # a resumed run continues the hull checks exactly where they were
+        self._warm.load_state_dict(state.get("hull_warm_start") or {})
 
     # -------------------------------------------------------------- check
     def check(self, trainer: pl.Trainer, module: Any) -> dict[str, torch.Tensor]:
@@ -146,7 +149,8 @@ class GeometryCallback(pl.Callback):
 
     # -------------------------------------------------------------- hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if int(pl_module.step_count) != self._last_checked:  # type: ignore[attr-defined]
+        # the initial state (a resumed run continues on the checks' own schedule instead)
+        if self._last_checked < 0:
             self.check(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -705,6 +705,20 @@ class HullWarmStart:
     def clear(self) -> None:
         self._key, self._corral = None, None
 
+    def state_dict(self) -> dict[str, object]:
+        """Plain, checkpoint-safe state (a list and a tensor)."""
+        if self._key is None or self._corral is None:
+            return {}
+        return {"key": list(self._key), "corral": self._corral.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        key, corral = state.get("key"), state.get("corral")
+        if isinstance(key, (list, tuple)) and len(key) == 4 and isinstance(corral, Tensor):
+            self._key = (int(key[0]), int(key[1]), int(key[2]), int(key[3]))
+            self._corral = corral.to(torch.long)
+        else:
+            self.clear()
+
 
 def _hull_bounds(
     prototypes: Tensor,

@@ -148,9 +148,14 @@ class ProtoRegModule(pl.LightningModule):
         return opt
 
     def chunks(self) -> _ChunkIterable:
-        """The iterable for ``Trainer.fit``: enough chunks for the remaining steps."""
-        remaining = max(0, self.steps - self.step_count)
-        return _ChunkIterable(math.ceil(remaining / self.chunk))
+        """The iterable for ``Trainer.fit``: enough chunks for the remaining steps.
+
+        Chunks end on multiples of ``chunk`` (a run resumed at step 23 with chunk 10 first trains
+        to step 30), so logging and geometry checks happen at the same steps as in an
+        uninterrupted run."""
+        if self.step_count >= self.steps:
+            return _ChunkIterable(0)
+        return _ChunkIterable(math.ceil(self.steps / self.chunk) - self.step_count // self.chunk)
 
     def term_params(self, i: int) -> dict[str, torch.Tensor]:
         return {k: getattr(self, buf) for k, buf in self._param_tensors[i].items()}
@@ -346,7 +351,7 @@ class ProtoRegModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt = self.optimizers()
         raw = opt.optimizer if hasattr(opt, "optimizer") else opt
-        n = min(self.chunk, self.steps - self.step_count)
+        n = min(self.chunk - self.step_count % self.chunk, self.steps - self.step_count)
         for _ in range(n):
             self.optimisation_step(raw)
             if self.failures and (self.fail_fast or not bool(self.alive.any())):
