@@ -27,7 +27,11 @@ def _matched_distances(p: np.ndarray, x: np.ndarray) -> np.ndarray:
     cost = np.full((p.shape[0], x.shape[0]), np.inf)
     if finite.any():
         diff = p[finite][:, None, :] - x[None, :, :]
-        cost[finite] = np.sqrt((diff**2).sum(-1))
+        # scaled so that squaring cannot overflow (coordinates up to ~1e308 keep finite distances)
+        scale = np.abs(diff).max(axis=-1, keepdims=True)
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cost[finite] = np.sqrt(((diff / scale) ** 2).sum(-1)) * scale[..., 0]
     # Non-finite prototypes get a cost larger than any finite assignment can reach, so they are
     # matched only when there are not enough finite ones (and then contribute inf).
     finite_cost = cost[np.isfinite(cost)]

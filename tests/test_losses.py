@@ -50,7 +50,7 @@ def test_coverage_pulls_nearest_prototype_toward_uncovered_sample():
     # the sample at 1.0 is uncovered; its nearest prototype (0.6) must move toward it (right)
     assert p.grad[0, 2, 0] < 0
     before = abs(1.0 - 0.6)
-    after = abs(1.0 - float(p[0, 2, 0] - 0.01 * p.grad[0, 2, 0] / p.grad.abs().max()))
+    after = abs(1.0 - float(p.detach()[0, 2, 0] - 0.01 * p.grad[0, 2, 0] / p.grad.abs().max()))
     assert after < before
 
 
@@ -62,7 +62,7 @@ def test_separation_pushes_close_prototypes_apart():
     assert p.grad[0, 0, 0] > 0 and p.grad[0, 1, 0] < 0  # descent moves 0 left, 1 right
     s = 1 / 10
     k = np.exp(-((np.array([0.5, 0.52, 0.9])[:, None] - [0.5, 0.52, 0.9]) ** 2) / (s * s))
-    assert float(val) == pytest.approx((k.sum() - 3) / 6, rel=1e-10)
+    assert float(val.detach()) == pytest.approx((k.sum() - 3) / 6, rel=1e-10)
 
 
 def test_overlap_lowers_when_units_move_apart_and_matches_gram():
