@@ -77,8 +77,8 @@ def test_overlap_lowers_when_units_move_apart_and_matches_gram():
         h, _ = m(x)
         val = Overlap()(ctx_for(x, m.centers.detach(), hidden=h))
         g = (h[0].T @ h[0]) / 21
-        assert float(val) == pytest.approx(float(g.sum() - g.trace()), rel=1e-10)
-        vals.append(float(val))
+        assert float(val.detach()) == pytest.approx(float((g.sum() - g.trace()).detach()), rel=1e-10)
+        vals.append(float(val.detach()))
     assert vals == sorted(vals, reverse=True) and vals[-1] < 0.05 * vals[0]
 
 
