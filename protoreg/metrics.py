@@ -35,7 +35,8 @@ def _matched_distances(p: np.ndarray, x: np.ndarray) -> np.ndarray:
     # Non-finite prototypes get a cost larger than any finite assignment can reach, so they are
     # matched only when there are not enough finite ones (and then contribute inf).
     finite_cost = cost[np.isfinite(cost)]
-    big = (finite_cost.max() + 1.0) * (min(cost.shape) + 1) if finite_cost.size else 1.0
+    k = min(cost.shape) + 1
+    big = min((finite_cost.max() + 1.0), np.finfo(np.float64).max / k**2) * k if finite_cost.size else 1.0
     rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, big))
     return cost[rows, cols]
 
