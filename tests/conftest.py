@@ -9,11 +9,18 @@ from typing import Callable
 
 import pytest
 import torch
+from hypothesis import settings
 
 import protoreg
 
 # Tests run on CPU with small sizes; a couple of threads is plenty and keeps timings stable.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Property tests draw the same examples on every run (a test suite that passes once passes
+# again); `HYPOTHESIS_PROFILE=explore python -m pytest tests/test_fuzz.py` searches new ones.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture
