@@ -35,7 +35,6 @@ from .plugins import LossEntry, collect_datasets, collect_losses, get_plugin_man
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Registry:
     """Losses and datasets of one plugin manager."""
