@@ -5,6 +5,8 @@ Each takes batched inputs with a leading run axis R and returns shape (R,).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -55,7 +57,18 @@ def recon_error(prototypes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """
     p = prototypes.detach().double().cpu().numpy()
     xs = x.detach().double().cpu().numpy()
-    return torch.tensor([float(_matched_distances(p[r], xs[r]).mean()) for r in range(p.shape[0])], dtype=torch.float64)
+    return torch.tensor([_mean(_matched_distances(p[r], xs[r])) for r in range(p.shape[0])], dtype=torch.float64)
+
+
+def _mean(d: np.ndarray) -> float:
+    """Mean that stays finite for finite values near the float64 limit."""
+    if d.size == 0:
+        return math.nan
+    with np.errstate(over="ignore"):
+        m = float(d.mean())
+    if not math.isfinite(m) and np.isfinite(d).all():
+        m = float((d / d.size).sum())
+    return m
 
 
 def strongest_units(hidden: torch.Tensor) -> torch.Tensor:
