@@ -147,6 +147,13 @@ class GeometryCallback(pl.Callback):
             msg += "; " + " ".join(self.advice)
         warnings.warn(msg, ExpulsionWarning, stacklevel=2)
 
+    def final_report(self, module: Any) -> dict[str, torch.Tensor]:
+        """The metrics of ``module`` now: the last check's if it was at this step, else fresh
+        (training stopped between checks, e.g. interrupted or failed)."""
+        if self.last_report and self._last_checked == int(module.step_count):
+            return self.last_report
+        return evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm)
+
     # -------------------------------------------------------------- hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the initial state (a resumed run continues on the checks' own schedule instead)

@@ -119,10 +119,15 @@ class ProtoRegModule(pl.LightningModule):
                 self.register_buffer(name, torch.tensor([float(v) for v in vals], dtype=x.dtype))
                 tensors[k] = name  # type: ignore[assignment]
             self._param_tensors.append(tensors)
-        #: per term, the runs where it is on (None: all of them)
-        self._on_runs: list[torch.Tensor | None] = [
-            None if bool((row > 0).all()) else (row > 0).nonzero().flatten() for row in w
-        ]
+        #: per term, the buffer holding the runs where it is on (None: all of them); buffers so
+        #: they move with the module (no host-to-device copy per step), not saved in checkpoints
+        self._on_runs: list[str | None] = []
+        for i, row in enumerate(w):
+            if bool((row > 0).all()):
+                self._on_runs.append(None)
+            else:
+                self.register_buffer(f"on_runs_{i}", (row > 0).nonzero().flatten(), persistent=False)
+                self._on_runs.append(f"on_runs_{i}")
         self.lr, self.steps, self.chunk = float(lr), int(steps), max(1, int(chunk))
         self.batch_size = batch_size if batch_size is not None and batch_size < x.shape[1] else None
         self.seeds = list(seeds) if seeds is not None else list(range(r))
@@ -166,11 +171,11 @@ class ProtoRegModule(pl.LightningModule):
         so a loss that is off in a run can never fail that run."""
         term = self.terms[i]
         params = self.term_params(i)
-        idx = self._on_runs[i]
+        buf = self._on_runs[i]
         try:
-            if idx is None:
+            if buf is None:
                 return self._eval_loss(i, ctx, params)
-            idx = idx.to(ctx.x.device)
+            idx = getattr(self, buf)
             sub = ctx.select(idx)
             val = self._eval_loss(i, sub, {k: v[idx] for k, v in params.items()})
             return ctx.x.new_zeros(ctx.runs).index_add(0, idx, val)

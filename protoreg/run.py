@@ -25,7 +25,7 @@ from .callbacks import GeometryCallback
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: F401 - re-exported
 from .data import validate_arrays
 from .errors import ConfigError, DataError, ProtoregError, RunDirError
-from .evaluate import evaluate, run_metrics
+from .evaluate import run_metrics
 from .io import atomic_write_json, atomic_write_text, is_empty_dir, staging_dir
 from .model import GaussianMLP
 from .module import LossTerm, ProtoRegModule
@@ -331,7 +331,7 @@ def _train_and_write(batch: Batch, cfg: DictConfig, reg: Registry, stage: Path, 
         train(batch, trainer)
     seconds = time.perf_counter() - t0
     save_checkpoint(trainer, stage / "checkpoints" / CHECKPOINT_NAME)
-    ev = cb.last_report if cb.last_report and cb._last_checked == module.step_count else evaluate(module.model, module.x, module.y, rel_tol=float(cfg.geometry.rel_tol))
+    ev = cb.final_report(module)
     status, message, code = "completed", "", 0
     extra: dict[str, Any] = {}
     if 0 in module.failures:

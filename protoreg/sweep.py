@@ -49,7 +49,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import config as C
 from .errors import ConfigError, ProtoregError, RunDirError
-from .evaluate import METRIC_NAMES, evaluate, run_metrics
+from .evaluate import METRIC_NAMES, run_metrics
 from .io import atomic_write_text
 from .pairing import PairingWarning, unpaired_repulsors
 from .run import (
@@ -574,11 +574,7 @@ def train_batch(runs: Sequence[SweepRun], plan: Plan, reg: Registry, out: Path, 
         if trainer.logger is not None:
             trainer.logger.finalize("interrupted")
         return BatchResult([], [], seconds, interrupted=True)
-    rel_tol = float(cfgs[0].geometry.rel_tol)
-    if cb.last_report and cb._last_checked == module.step_count:
-        ev = cb.last_report
-    else:
-        ev = evaluate(module.model, module.x, module.y, rel_tol=rel_tol)
+    ev = cb.final_report(module)
     per_run = seconds / len(runs)
     rows: list[dict[str, Any]] = []
     protos: list[list[Any]] = []
