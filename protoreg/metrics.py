@@ -89,14 +89,3 @@ def specialization_ratio(hidden: torch.Tensor) -> torch.Tensor:
     hit = torch.zeros(r, m, dtype=torch.bool, device=hidden.device)
     hit.scatter_(1, winners, True)
     return hit.sum(-1).double().cpu() / n
-
-
-def outside_interval_frac(prototypes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """1-D exact hull test: fraction of prototypes outside ``[min x, max x]`` (non-finite: outside).
-
-    Shapes: prototypes (R, M, 1), x (R, N, 1) -> (R,) float64.
-    """
-    lo = x.amin(dim=1, keepdim=True)
-    hi = x.amax(dim=1, keepdim=True)
-    out = ~torch.isfinite(prototypes) | (prototypes < lo) | (prototypes > hi)
-    return out.any(-1).double().mean(-1).cpu()

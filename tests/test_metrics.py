@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from protoreg.metrics import fit_mse, outside_interval_frac, recon_error, specialization_ratio
+from protoreg.geometry import outside_hull_frac
+from protoreg.metrics import fit_mse, recon_error, specialization_ratio
 
 
 def brute_recon(p: np.ndarray, x: np.ndarray) -> float:
@@ -78,4 +79,4 @@ def test_fit_mse_and_outside_interval():
     torch.testing.assert_close(fit_mse(pred, y), torch.tensor([2.0, 1.0]))
     x = torch.tensor([[[0.0], [1.0], [0.5]]])
     p = torch.tensor([[[-0.1], [0.0], [1.0], [math.inf], [0.3]]])
-    assert float(outside_interval_frac(p, x)[0]) == pytest.approx(2 / 5)
+    assert float(outside_hull_frac(p, x)[0]) == pytest.approx(2 / 5)  # the 1-D exact interval test
