@@ -19,38 +19,42 @@ from pathlib import Path
 
 import torch
 
-from protoreg.config import load_config
+from omegaconf import OmegaConf
+
+from protoreg import resolve_config
 from protoreg.losses.coverage import Coverage
 from protoreg.metrics import fit_mse
-from protoreg.run import Registry, build_batch, make_trainer, prepare, train
+from protoreg.plugins import Registry
+from protoreg.training import build_group, run_spec
+from protoreg.training.trainer import fit_chunks, make_trainer
 
 
 def default_fit_wall() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "protoreg.cli", "fit", "--out", str(Path(tmp) / "run")], check=True,
+        subprocess.run([sys.executable, "-m", "protoreg", "fit", "--out", str(Path(tmp) / "run")], check=True,
                        capture_output=True, env={**os.environ, "PROTOREG_DISABLE_PLUGIN_AUTOLOAD": "1"})
         return time.perf_counter() - t0
 
 
 def import_wall() -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import protoreg.run"], check=True)
+    subprocess.run([sys.executable, "-c", "import protoreg.training"], check=True)
     return time.perf_counter() - t0
 
 
 def fit_path_ms(n: int, steps: int, reg: Registry) -> float:
-    cfg, _ = prepare(load_config(None, [f"data.n={n}", f"train.steps={steps}", "trainer.accelerator=cpu"]), reg)
-    batch = build_batch([cfg], reg)
-    trainer = make_trainer(cfg, None, [])
+    cfg = resolve_config(f"data.n={n}", f"train.steps={steps}", "trainer.accelerator=cpu", reg=reg)
+    group = build_group([run_spec(cfg, reg)], reg)
+    trainer = make_trainer(OmegaConf.to_container(cfg.trainer), None, [])  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    train(batch, trainer)
+    fit_chunks(group.module, trainer)
     return (time.perf_counter() - t0) / steps * 1e3
 
 
 def plain_torch_ms(n: int, steps: int, reg: Registry) -> float:
-    cfg, _ = prepare(load_config(None, [f"data.n={n}", f"train.steps={steps}"]), reg)
-    module = build_batch([cfg], reg).module
+    cfg = resolve_config(f"data.n={n}", f"train.steps={steps}", reg=reg)
+    module = build_group([run_spec(cfg, reg)], reg).module
     model, x, y, spacing = module.model, module.x, module.y, module.spacing
     cov = Coverage()
     from protoreg.api import LossContext

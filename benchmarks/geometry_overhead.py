@@ -1,5 +1,5 @@
 """Cost of the geometry callback at its default interval: train the same N = 100 run with and
-without :class:`protoreg.callbacks.GeometryCallback` and print both times and the overhead.
+without :class:`protoreg.training.GeometryCallback` and print both times and the overhead.
 
     python benchmarks/geometry_overhead.py [--n 100] [--steps 2000] [--repeats 5]
 
@@ -13,17 +13,22 @@ import os
 import time
 import warnings
 
-from protoreg.config import load_config
-from protoreg.run import Registry, _geometry_callback, build_batch, make_trainer, prepare, train
+from omegaconf import OmegaConf
+
+from protoreg import resolve_config
+from protoreg.plugins import Registry
+from protoreg.training import build_group, geometry_callback, run_spec
+from protoreg.training.trainer import fit_chunks, make_trainer
 
 
 def timed(n: int, steps: int, dim: int, with_callback: bool, reg: Registry) -> float:
-    cfg, _ = prepare(load_config(None, [f"data.n={n}", f"data.dim={dim}", f"train.steps={steps}", "trainer.accelerator=cpu"]), reg)
-    batch = build_batch([cfg], reg)
-    callbacks = [_geometry_callback(cfg, batch.active[0], reg, figures=False)] if with_callback else []
-    trainer = make_trainer(cfg, None, callbacks)
+    cfg = resolve_config(f"data.n={n}", f"data.dim={dim}", f"train.steps={steps}", "trainer.accelerator=cpu", reg=reg)
+    spec = run_spec(cfg, reg)
+    group = build_group([spec], reg)
+    callbacks = [geometry_callback(cfg, spec.active, reg.losses, figures=False)] if with_callback else []
+    trainer = make_trainer(OmegaConf.to_container(cfg.trainer), None, callbacks)  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    train(batch, trainer)
+    fit_chunks(group.module, trainer)
     return time.perf_counter() - t0
 
 

@@ -7,8 +7,8 @@ Usage::
 The runs are those of ``configs/paper.yaml`` at a single N (default 20): the 8 on/off masks of
 coverage, separation and overlap x 10 seeds. The script trains them
 
-* one at a time through the ``fit`` path (:func:`protoreg.run.fit`, one run directory each), and
-* batched through the ``sweep`` path (:func:`protoreg.sweep.sweep`: validation, one R-run
+* one at a time through the ``fit`` path (:func:`protoreg.fit`, one run directory each), and
+* batched through the ``sweep`` path (:func:`protoreg.sweep`: validation, one R-run
   LightningModule, results.csv, summary.md, plots, TensorBoard),
 
 in one process, prints both wall-clock times and their ratio, and the largest relative difference
@@ -35,9 +35,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
+from omegaconf import OmegaConf  # noqa: E402
+
+import protoreg  # noqa: E402
 from protoreg import config as C  # noqa: E402
-from protoreg import sweep as S  # noqa: E402
-from protoreg.run import Registry, fit  # noqa: E402
+from protoreg.plugins import Registry  # noqa: E402
+from protoreg.sweeps.grid import expand  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("fit_mse", "recon_error", "specialization_ratio", "outside_hull_frac")
@@ -57,7 +60,7 @@ def main() -> int:
     overrides = [f"sweep.grid={{data.n: [{args.n}]}}", f"sweep.seeds={args.seeds}", f"train.steps={args.steps}", "trainer.accelerator=cpu"]
     base = C.load_config(args.config, overrides)
     reg = Registry.load()
-    runs = S.expand(base, reg)
+    runs = expand(base, reg)
     k = len(runs) if args.alone is None else max(1, min(args.alone, len(runs)))
     print(f"{len(runs)} runs: N={args.n}, {len(runs) // args.seeds} masks x {args.seeds} seeds, {args.steps} steps; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -67,15 +70,16 @@ def main() -> int:
         t0 = time.perf_counter()
         alone = {}
         for i, run in enumerate(runs[:k]):
-            res = fit(run.cfg, Path(tmp) / "fit" / f"{i:03d}", reg=reg)
+            OmegaConf.save(run.cfg, Path(tmp) / "run.yaml")
+            res = protoreg.fit(config=Path(tmp) / "run.yaml", out=Path(tmp) / "fit" / f"{i:03d}", reg=reg)
             alone[run.name] = res.metrics
         t_alone = time.perf_counter() - t0
         t_alone_all = t_alone * len(runs) / k
 
         t0 = time.perf_counter()
-        result = S.sweep(base, Path(tmp) / "sweep", reg=reg)
+        result = protoreg.sweep(*overrides, config=args.config, out=Path(tmp) / "sweep", reg=reg)
         t_batched = time.perf_counter() - t0
-        rows = {r["run"]: r for r in S.read_results(result.out)}
+        rows = {r["run"]: r for r in result.rows}
         train_s = sum(float(r["seconds"]) for r in rows.values())
 
         worst = 0.0

@@ -1,24 +1,42 @@
 """protoreg: structural regularizers for minimal Gaussian MLPs.
 
-The public API (everything plugins may import) is what this module exports.
+The public API is what this module exports, and nothing else is promised:
+
+* training from Python: :func:`fit`, :func:`sweep`, :func:`load_run`, :func:`load_sweep`,
+  :func:`load_data`, :func:`resolve_config`, :class:`Run`, :class:`Sweep`;
+* writing plugins: :class:`StructuralLoss`, :class:`LossContext`, :class:`Study`, :class:`Claim`,
+  :class:`StudyResults`, :data:`hookimpl` (hooks: :mod:`protoreg.hookspecs`);
+* errors: :mod:`protoreg.errors` (every one a :class:`ProtoregError`).
 """
 
 from __future__ import annotations
 
-from .api import LossContext, StructuralLoss, hookimpl
+from .api import Claim, LossContext, StructuralLoss, Study, StudyResults, hookimpl
 from .errors import ConfigError, DataError, LossError, PluginError, ProtoregError, TrainingError
+from .workflows import Run, Sweep, fit, load_data, load_run, load_sweep, resolve_config, sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Claim",
     "ConfigError",
     "DataError",
     "LossContext",
     "LossError",
     "PluginError",
     "ProtoregError",
+    "Run",
     "StructuralLoss",
+    "Study",
+    "StudyResults",
+    "Sweep",
     "TrainingError",
     "__version__",
+    "fit",
     "hookimpl",
+    "load_data",
+    "load_run",
+    "load_sweep",
+    "resolve_config",
+    "sweep",
 ]

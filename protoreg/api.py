@@ -1,4 +1,5 @@
-"""The public plugin API: :class:`StructuralLoss`, :class:`LossContext` and :data:`hookimpl`.
+"""The public plugin API: :class:`StructuralLoss`, :class:`LossContext`, :class:`Study`,
+:class:`Claim`, :class:`StudyResults` and :data:`hookimpl`.
 
 A structural loss is a small object with a ``name``, a ``role`` ("attractor", "repulsor" or
 "neutral"), the attractors it ``pairs_with`` (repulsors only), the ``defaults`` of every parameter,
@@ -8,8 +9,11 @@ and a ``__call__(ctx, **params)`` returning one value per run, shape ``(R,)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, Sequence
+
+import numpy as np
 
 import pluggy
 import torch
@@ -136,3 +140,106 @@ class StructuralLoss:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} ({self.role})>"
+
+
+# ---------------------------------------------------------------------------- studies
+Verdict = Literal["PASS", "PARTIAL", "FAIL", "NOT EVALUATED"]
+VERDICTS: tuple[str, ...] = ("PASS", "PARTIAL", "FAIL", "NOT EVALUATED")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked claim of a study.
+
+    Attributes
+    ----------
+    id : str
+        Short identifier (``"C1"``).
+    statement : str
+        What is claimed, one sentence.
+    verdict : str
+        ``PASS`` (holds everywhere it was tested), ``PARTIAL``, ``FAIL`` or ``NOT EVALUATED``
+        (the sweep cannot test it; ``details`` say what it needs).
+    summary : str
+        One line: where it holds (e.g. ``"holds at 5 of 6 N"``).
+    numbers : mapping
+        The numbers behind the verdict, by name (JSON-serialisable).
+    details : tuple of str
+        One line per cell or check, shown under the claim in ``summary.md``.
+    """
+
+    id: str
+    statement: str
+    verdict: Verdict
+    summary: str = ""
+    numbers: Mapping[str, Any] = field(default_factory=dict)
+    details: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"claim {self.id!r}: verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "statement": self.statement, "verdict": self.verdict, "summary": self.summary, "numbers": dict(self.numbers), "details": list(self.details)}
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """What a study sees of a sweep.
+
+    Attributes
+    ----------
+    rows : list of dict
+        The rows of ``results.csv`` (every run recorded so far), numbers parsed: metrics are
+        floats, ``n``/``seed``/``steps`` ints, swept values as written (strings); ``status`` is
+        ``completed`` or ``failed``.
+    keys : list of str
+        The swept config keys (``sweep.grid``), in order.
+    masks : list of str
+        The mask names in sweep order (``none`` first when masks are swept).
+    config : mapping
+        The sweep's resolved config as plain containers (``config["losses"]["coverage"]["tau"]``).
+    data : mapping
+        Run name -> ``(x, y)``, the training inputs (N, d) and targets (N, k) of the run.
+    """
+
+    rows: Sequence[Mapping[str, Any]]
+    keys: Sequence[str]
+    masks: Sequence[str]
+    config: Mapping[str, Any]
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+    def completed(self) -> list[Mapping[str, Any]]:
+        """The rows of runs that trained to the end."""
+        return [r for r in self.rows if r.get("status") == "completed"]
+
+
+class Study:
+    """Base class of studies (built-in and third-party alike): claims checked on a sweep.
+
+    Subclasses set ``name`` (an identifier, selected with ``sweep.study``) and a one-line
+    ``description``, and implement :meth:`evaluate`; :meth:`plots` is optional::
+
+        class AnchorInside(protoreg.Study):
+            name = "anchor_inside"
+            description = "anchor keeps every prototype inside the hull"
+
+            def evaluate(self, results):
+                return [protoreg.Claim("A1", "...", "PASS", numbers={...})]
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: Markdown shown under the claims in ``summary.md`` (how verdicts are decided), optional.
+    notes: ClassVar[str] = ""
+
+    def evaluate(self, results: StudyResults) -> list[Claim]:  # pragma: no cover - abstract
+        """The study's claims, in order, each with its verdict and numbers."""
+        raise NotImplementedError
+
+    def plots(self, results: StudyResults, out: Path) -> list[str]:
+        """Write extra figures into the sweep directory ``out``; return their file names."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

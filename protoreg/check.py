@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .errors import RunDirError
-from .evaluate import METRIC_NAMES, evaluate, run_metrics
+from .evaluate import METRIC_NAMES, evaluate
 from .model import GaussianMLP
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 
@@ -62,7 +62,7 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
         if str(key).startswith("GeometryCallback") and cb_state.get("expelled_at") is not None:
             expelled = list(cb_state["expelled_at"][0])
     units = []
-    pos = ev["positions"][0]
+    pos = ev.positions[0]
     for j in range(model.width):
         p = pos[j]
         units.append(
@@ -70,12 +70,12 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
                 "unit": j,
                 "position": [float(v) for v in p],
                 "norm": float(p.norm()) if bool(torch.isfinite(p).all()) else math.inf,
-                "hull_distance": float(ev["hull_distance"][0, j]),
-                "outside": bool(ev["outside"][0, j]),
+                "hull_distance": float(ev.hull_distance[0, j]),
+                "outside": bool(ev.outside[0, j]),
                 "expelled_at_step": None if expelled[j] < 0 else int(expelled[j]),
             }
         )
-    metrics = run_metrics(ev, 0)
+    metrics = ev.metrics(0)
     n_out = sum(u["outside"] for u in units)
     return {
         "run_dir": str(run_dir),

@@ -1,7 +1,9 @@
 """The ``protoreg`` command line. ``main(argv) -> int`` is callable from tests.
 
-Exit codes: 0 success; 1 a run failed (non-finite loss) or ``check`` found expulsion;
-2 bad input (config, data, plugin, run directory); 130 interrupted (the run directory is complete).
+Every command is a thin layer over the Python API (:mod:`protoreg.workflows`); all printing
+lives here. Exit codes: 0 success; 1 a run failed (non-finite loss) or ``check`` found
+expulsion; 2 bad input (config, data, plugin, run directory); 130 interrupted (the run directory
+is complete).
 """
 
 from __future__ import annotations
@@ -25,25 +27,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = _Parser(prog=PROG, description="Structural regularizers for minimal Gaussian MLPs.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     fit = sub.add_parser("fit", help="train one model and write its run directory")
     fit.add_argument("--config", type=Path, help="YAML file merged over the defaults")
     fit.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>)")
     fit.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run to train.steps")
+    fit.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit without training")
     fit.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
     sweep = sub.add_parser("sweep", help="train a grid of runs, batched")
     sweep.add_argument("--config", type=Path, required=True, help="YAML file with a sweep section")
     sweep.add_argument("--out", type=Path, help="sweep directory (default: sweeps/<timestamp>)")
+    sweep.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit without training")
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
     check = sub.add_parser("check", help="geometry report of a finished run; exit 1 if expulsion")
     check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     check.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub.add_parser("plugins", help="registered losses and datasets")
+    sub.add_parser("plugins", help="registered losses, datasets and studies")
     return p
 
 
@@ -51,37 +58,60 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .run import Registry, fit
+def _print_config(command: str, args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
 
-    reg = Registry.load()
-    if args.resume is not None:
-        if args.config is not None or args.out is not None:
-            raise ProtoregError("--resume takes the run's own config.yaml and directory; drop --config/--out")
-        cfg = load_config(Path(args.resume) / "config.yaml", args.overrides) if (Path(args.resume) / "config.yaml").is_file() else None
-        result = fit(cfg, reg=reg, resume=args.resume)  # type: ignore[arg-type]
-    else:
-        cfg = load_config(args.config, args.overrides)
-        result = fit(cfg, args.out, reg=reg)
-    m = result.metrics
-    print(f"protoreg fit: {result.status} in {result.seconds:.1f}s -> {result.out}")
+    from .workflows import resolve_config
+
+    config = args.config
+    if command == "fit" and args.resume is not None:
+        if config is not None:
+            raise ProtoregError("--resume takes the run's own config.yaml; drop --config")
+        config = Path(args.resume) / "config.yaml"
+    print(OmegaConf.to_yaml(resolve_config(*args.overrides, config=config, sweep=command == "sweep")), end="")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .workflows import fit
+
+    if args.print_config:
+        return _print_config("fit", args)
+    run = fit(*args.overrides, config=args.config, out=args.out, resume=args.resume)
+    m = run.metrics
+    losses = [name for name in run.config.losses if name in m["losses"]]  # in config order
+    print(f"protoreg fit: {run.status} in {run.seconds or 0.0:.1f}s -> {run.dir}")
     print(
-        f"  n={m['n']} width={m['width']} steps={m['steps']} losses={'+'.join(m['losses']) or 'none'}\n"
+        f"  n={m['n']} width={m['width']} steps={m['steps']} losses={'+'.join(losses) or 'none'}\n"
         f"  fit_mse={_fmt(m['fit_mse'])} recon_error={_fmt(m['recon_error'])} "
         f"specialization_ratio={_fmt(m['specialization_ratio'])} outside_hull_frac={_fmt(m['outside_hull_frac'])}"
     )
-    if result.message:
-        stream = sys.stderr if result.exit_code else sys.stdout
-        prefix = f"{PROG}: error: " if result.exit_code == 1 else "  "
-        print(prefix + result.message, file=stream)
-    return result.exit_code
+    if run.reason:
+        code = run.exit_code
+        stream = sys.stderr if code else sys.stdout
+        prefix = f"{PROG}: error: " if code == 1 else "  "
+        print(prefix + run.reason, file=stream)
+    return run.exit_code
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from .workflows import sweep
 
-    return run_sweep(args.config, args.out, args.overrides)
+    if args.print_config:
+        return _print_config("sweep", args)
+    result = sweep(*args.overrides, config=args.config, out=args.out, echo=print)
+    done = result.finished
+    print(
+        f"protoreg sweep: {done}/{result.runs} runs finished ({result.trained} trained now, {result.skipped} skipped, "
+        f"{result.failed} failed) in {result.seconds:.1f}s -> {result.dir}"
+    )
+    if result.claims:
+        print("  claims: " + ", ".join(f"{c.id} {c.verdict}" for c in result.claims))
+    if result.failed:
+        print(f"{PROG}: error: {result.failed} run(s) failed (non-finite loss); see the status and reason columns of {result.dir / 'results.csv'}", file=sys.stderr)
+    if result.interrupted:
+        print(f"{PROG}: error: interrupted; re-run the same command to resume ({done}/{result.runs} runs finished)", file=sys.stderr)
+    return result.exit_code
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -90,22 +120,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_check(args.run_dir, as_json=args.json)
 
 
-def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import collect_datasets, collect_losses, get_plugin_manager
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
-    pm = get_plugin_manager()
-    losses = collect_losses(pm)
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import Registry
+
+    reg = Registry.load()
     rows = [("name", "role", "pairs_with", "defaults", "source")]
-    for name, e in losses.items():
+    for name, e in reg.losses.items():
         defaults = ", ".join(f"{k}={v}" for k, v in e.loss.defaults.items()) or "-"
         rows.append((name, e.loss.role, ",".join(e.loss.pairs_with) or "-", defaults, e.source))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print("losses:")
-    for r in rows:
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print("\n".join(_table(rows)))
     print("datasets:")
-    for name, (_, source) in collect_datasets(pm).items():
+    for name, (_, source) in reg.datasets.items():
         print(f"  {name}  ({source})")
+    print("studies:")
+    srows = [("name", "description", "source")] + [(name, study.description, source) for name, (study, source) in reg.studies.items()]
+    print("\n".join(_table(srows)))
     return 0
 
 

@@ -80,7 +80,8 @@ class SweepConfig:
     grid: Dict[str, List[Any]] = field(default_factory=dict)  #: dotted key -> list of values
     masks: List[str] = field(default_factory=list)  #: losses whose on/off subsets are enumerated
     seeds: Any = 1  #: number of seeds (0..n-1) or an explicit list
-    max_runs_per_batch: int = 256  #: cap on runs trained together in one batched program
+    max_runs_per_batch: int = 256  #: cap on runs trained together in one group (one batched program)
+    study: Optional[str] = None  #: a registered study whose claims are checked on the results (``protoreg plugins``); null = none
 
 
 def _default_losses() -> Dict[str, Dict[str, Any]]:
@@ -121,7 +122,7 @@ RESERVED_TRAINER_KEYS: dict[str, str] = {
 }
 
 
-def _one_line(exc: OmegaConfBaseException) -> str:
+def one_line(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
     return f"{key}: {msg}" if key else msg
@@ -152,7 +153,7 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
         try:
             cfg = OmegaConf.merge(cfg, loaded)
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"{path}: {_one_line(exc)}") from None
+            raise ConfigError(f"{path}: {one_line(exc)}") from None
     problems: list[str] = []
     for item in overrides:
         if "=" not in item or item.startswith("="):
@@ -161,13 +162,13 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
-            problems.append(_one_line(exc))
+            problems.append(one_line(exc))
     if problems:
         raise ConfigError("; ".join(problems))
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(one_line(exc)) from None
     return cfg
 
 
@@ -286,6 +287,24 @@ def resolved(cfg: DictConfig, losses: Mapping[str, LossEntry]) -> DictConfig:
     out = cfg.copy()
     out.losses = loss_settings(cfg, losses)
     return out
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"dotted.key": value}`` (empty sub-mappings kept as ``{}``)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        if not d and prefix:
+            out[prefix[:-1]] = {}
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+def data_seed(cfg: DictConfig) -> int:
+    """The data seed of a run: ``data.seed``, or ``train.seed`` when it is null."""
+    return int(cfg.data.seed if cfg.data.seed is not None else cfg.train.seed)
 
 
 def active_losses(settings: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from . import geometry
@@ -21,44 +23,65 @@ METRIC_NAMES: tuple[str, ...] = (
     "dead_units",
 )
 
+#: Metrics that count units (integers).
+COUNT_METRICS: tuple[str, ...] = ("duplicate_prototypes", "dead_units")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The metrics of R runs at one moment, on CPU.
+
+    Attributes
+    ----------
+    scalars : dict of (R,) tensors
+        One entry per name in :data:`METRIC_NAMES`.
+    positions : Tensor (R, M, d)
+        Prototype positions (non-finite where a unit has no finite prototype).
+    hull_distance : Tensor (R, M)
+        Distance of each prototype to the convex hull of its run's inputs.
+    outside : Tensor (R, M), bool
+        Prototype outside the hull (distance above ``rel_tol`` x extent).
+    wins : Tensor (R, M), int
+        Samples for which the unit is the strongest responder.
+    """
+
+    scalars: dict[str, torch.Tensor]
+    positions: torch.Tensor
+    hull_distance: torch.Tensor
+    outside: torch.Tensor
+    wins: torch.Tensor
+
+    def metrics(self, run: int) -> dict[str, float | int]:
+        """The scalar metrics of one run as plain Python numbers."""
+        return {key: int(v[run]) if key in COUNT_METRICS else float(v[run]) for key, v in self.scalars.items()}
+
 
 @torch.no_grad()
 def evaluate(
     model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, *, rel_tol: float = 1e-6, warm: geometry.HullWarmStart | None = None
-) -> dict[str, torch.Tensor]:
-    """All metrics for R runs on their full training data.
+) -> Evaluation:
+    """All metrics for R runs on their full training data ``x`` (R,N,d), ``y`` (R,N,k).
 
-    Returns (R,) tensors under :data:`METRIC_NAMES`, plus per-unit ``positions`` (R,M,d),
-    ``hull_distance`` (R,M), ``outside`` (R,M) and ``wins`` (R,M): samples for which the unit is
-    the strongest responder. ``warm`` carries hull solver state between evaluations of the same
-    runs (:class:`protoreg.geometry.HullWarmStart`).
+    ``warm`` carries hull solver state between evaluations of the same runs
+    (:class:`protoreg.geometry.HullWarmStart`).
     """
     hidden, pred = model(x)
     positions = model.prototype_positions()
     report = geometry.geometry_report(positions, x, hidden, rel_tol=rel_tol, warm=warm)
-    out: dict[str, torch.Tensor] = {
+    scalars: dict[str, torch.Tensor] = {
         "fit_mse": fit_mse(pred, y).double().cpu(),
         "recon_error": recon_error(positions, x),
         "specialization_ratio": specialization_ratio(hidden),
     }
     for key in METRIC_NAMES[3:]:
-        out[key] = report[key].cpu()
+        scalars[key] = report[key].cpu()
     winners = hidden.argmax(-1)
     wins = torch.zeros(hidden.shape[0], hidden.shape[2], dtype=torch.long, device=hidden.device)
     wins.scatter_add_(1, winners, torch.ones_like(winners))
-    out.update(
+    return Evaluation(
+        scalars=scalars,
         positions=positions.cpu(),
         hull_distance=report["hull_distance"].cpu(),
         outside=report["outside"].cpu(),
         wins=wins.cpu(),
     )
-    return out
-
-
-def run_metrics(ev: dict[str, torch.Tensor], run: int) -> dict[str, float | int]:
-    """The scalar metrics of one run as plain Python numbers."""
-    res: dict[str, float | int] = {}
-    for key in METRIC_NAMES:
-        v = ev[key][run]
-        res[key] = int(v) if key in ("duplicate_prototypes", "dead_units") else float(v)
-    return res

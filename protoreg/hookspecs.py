@@ -12,7 +12,7 @@ from typing import Callable
 
 import pluggy
 
-from .api import PROJECT_NAME, StructuralLoss
+from .api import PROJECT_NAME, StructuralLoss, Study
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
@@ -42,5 +42,20 @@ def protoreg_register_datasets(register: Callable[..., None]) -> None:
         ``path``, ``targets``) and the integer data seed, and returns ``(X, y)``: float numpy
         arrays of shapes ``(N, d)`` and ``(N, k)``. It should raise
         :class:`protoreg.errors.DataError` for bad input. Duplicate names are an error.
+    :return: nothing; return values are ignored.
+    """
+
+
+@hookspec
+def protoreg_register_studies(register: Callable[[Study], None]) -> None:
+    """Register studies: sets of claims checked on a sweep's results, selected with ``sweep.study``.
+
+    Called once per plugin when the study registry is built (``protoreg sweep`` with a study
+    named, ``protoreg plugins``).
+
+    :param register: call it once per study with a :class:`protoreg.Study` *instance* (a
+        ``name`` that is an identifier, a one-line ``description``, and ``evaluate(results)``
+        returning a list of :class:`protoreg.Claim`). A duplicate name is an error naming both
+        sources.
     :return: nothing; return values are ignored.
     """

@@ -4,6 +4,7 @@ attractor it pairs with; otherwise it pushes prototypes out of the convex hull o
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from .errors import ConfigError
@@ -14,31 +15,42 @@ class PairingWarning(UserWarning):
     """An active repulsor has no active compatible attractor."""
 
 
-def unpaired_repulsors(active: Sequence[str], losses: Mapping[str, LossEntry]) -> list[str]:
-    """One message per active repulsor lacking an active attractor from its ``pairs_with``."""
-    problems: list[str] = []
+@dataclass(frozen=True)
+class Unpaired:
+    """An active repulsor without an active attractor from its ``pairs_with``."""
+
+    repulsor: str
+    source: str
+    candidates: tuple[str, ...]
+
+    def message(self) -> str:
+        cands = ", ".join(repr(a) for a in self.candidates) or "none declared"
+        return (
+            f"repulsor {self.repulsor!r} ({self.source}) is active with no compatible attractor "
+            f"(candidates: {cands}); it can expel prototypes from the data's convex hull - "
+            f"set losses.<attractor>.weight > 0"
+        )
+
+
+def unpaired_repulsors(active: Sequence[str], losses: Mapping[str, LossEntry]) -> list[Unpaired]:
+    """Every active repulsor lacking an active attractor from its ``pairs_with``."""
+    problems: list[Unpaired] = []
     on = set(active)
     for name in active:
         loss = losses[name].loss
         if loss.role != "repulsor":
             continue
-        ok = [a for a in loss.pairs_with if a in on and a in losses and losses[a].loss.role == "attractor"]
-        if ok:
+        if any(a in on and a in losses and losses[a].loss.role == "attractor" for a in loss.pairs_with):
             continue
-        cands = ", ".join(repr(a) for a in loss.pairs_with) or "none declared"
-        problems.append(
-            f"repulsor {name!r} ({losses[name].source}) is active with no compatible attractor "
-            f"(candidates: {cands}); it can expel prototypes from the data's convex hull - "
-            f"set losses.<attractor>.weight > 0"
-        )
+        problems.append(Unpaired(name, losses[name].source, tuple(loss.pairs_with)))
     return problems
 
 
-def check_pairing(active: Sequence[str], losses: Mapping[str, LossEntry], *, strict: bool) -> list[str]:
+def check_pairing(active: Sequence[str], losses: Mapping[str, LossEntry], *, strict: bool) -> list[Unpaired]:
     """Warn (or, when ``strict``, raise :class:`ConfigError`) for each unpaired active repulsor."""
     problems = unpaired_repulsors(active, losses)
     if problems and strict:
-        raise ConfigError("pairing.strict: " + "; ".join(problems))
-    for msg in problems:
-        warnings.warn(msg, PairingWarning, stacklevel=2)
+        raise ConfigError("pairing.strict: " + "; ".join(p.message() for p in problems))
+    for p in problems:
+        warnings.warn(p.message(), PairingWarning, stacklevel=2)
     return problems

@@ -14,13 +14,13 @@ import importlib.metadata
 import logging
 import os
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import pluggy
 
 from . import hookspecs
-from .api import PROJECT_NAME, ROLES, StructuralLoss
+from .api import PROJECT_NAME, ROLES, StructuralLoss, Study
 from .errors import PluginError
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "protoreg.losses.separation",
     "protoreg.losses.overlap",
     "protoreg.data",
+    "protoreg.studies.alba2026",
 )
 
 
@@ -52,8 +53,11 @@ def _version() -> str:
         return "0+unknown"
 
 
-def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
-    """A fresh plugin manager with the built-ins and (unless disabled) the installed plugins.
+def get_plugin_manager(*, autoload: bool | None = None, extra: Sequence[Any] = ()) -> pluggy.PluginManager:
+    """A fresh plugin manager with the built-ins, (unless disabled) the installed plugins, and
+    ``extra``: plugin modules or objects registered inline (e.g. from a notebook or a test),
+    whose source is ``"<name> (inline)"``. An extra plugin already loaded as an entry point is
+    not registered twice.
 
     The manager records each plugin's source (``"dist version"``) in ``pm.protoreg_sources``,
     keyed by plugin name.
@@ -68,6 +72,12 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
         autoload = not _truthy(os.environ.get(DISABLE_AUTOLOAD_ENV))
     if autoload:
         _load_entry_points(pm, sources)
+    for plugin in extra:
+        if pm.is_registered(plugin):
+            continue
+        name = f"{getattr(plugin, '__name__', type(plugin).__name__)} (inline)"
+        pm.register(plugin, name=name)
+        sources[name] = name
     pm.check_pending()
     pm.protoreg_sources = sources  # type: ignore[attr-defined]
     return pm
@@ -193,3 +203,43 @@ def collect_datasets(pm: pluggy.PluginManager | None = None) -> dict[str, tuple[
 
     _call_each(pm, "protoreg_register_datasets", make_register)
     return registry
+
+
+def collect_studies(pm: pluggy.PluginManager | None = None) -> dict[str, tuple[Study, str]]:
+    """All registered studies by name: ``name -> (study, source)``."""
+    pm = pm or get_plugin_manager()
+    registry: dict[str, tuple[Study, str]] = {}
+
+    def make_register(source: str) -> Callable[[Study], None]:
+        def register(study: Study) -> None:
+            where = f"study {getattr(study, 'name', study)!r} from {source}"
+            if isinstance(study, type):
+                raise PluginError(f"{where}: register an instance, not the class {study.__name__}")
+            if not isinstance(study, Study):
+                raise PluginError(f"{where}: expected a protoreg.Study instance, got {type(study).__name__}")
+            if not isinstance(study.name, str) or not study.name.isidentifier():
+                raise PluginError(f"{where}: name must be an identifier, got {study.name!r}")
+            if study.name in registry:
+                raise PluginError(f"study name {study.name!r} is registered twice: by {registry[study.name][1]} and by {source}")
+            registry[study.name] = (study, source)
+
+        return register
+
+    _call_each(pm, "protoreg_register_studies", make_register)
+    return registry
+
+
+@dataclass
+class Registry:
+    """What the plugins of one plugin manager registered: losses, datasets and studies."""
+
+    losses: dict[str, LossEntry]
+    datasets: dict[str, tuple[DatasetLoader, str]]
+    studies: dict[str, tuple[Study, str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, pm: pluggy.PluginManager | None = None, *, plugins: Sequence[Any] = ()) -> "Registry":
+        """Build the registries from ``pm``, or from a fresh plugin manager with ``plugins``
+        registered inline after the installed ones."""
+        pm = pm or get_plugin_manager(extra=plugins)
+        return cls(collect_losses(pm), collect_datasets(pm), collect_studies(pm))

@@ -60,3 +60,47 @@ def test_tensorboard_tags_documented():
     guide = text("index.md")
     for tag in ("loss/fit", "loss/total", "metric/recon_error", "geometry/outside_hull_frac", "geometry/prototype_positions"):
         assert tag in guide
+
+
+def _builtin_losses() -> list[tuple[str, str, object]]:
+    from protoreg.plugins import BUILTIN_PLUGINS, collect_losses, get_plugin_manager
+
+    losses = collect_losses(get_plugin_manager(autoload=False))
+    return [(name, key, default) for name, e in losses.items() if "built-in" in e.source for key, default in e.loss.defaults.items()] + [
+        (name, "", None) for name, e in losses.items() if "built-in" in e.source and not e.loss.defaults
+    ]
+
+
+@pytest.mark.parametrize("loss,param,default", _builtin_losses())
+def test_every_builtin_loss_and_parameter_is_documented(loss, param, default):
+    """docs/losses.md has a row per built-in loss naming each parameter with its default."""
+    rows = [line for line in text("losses.md").splitlines() if line.startswith(f"| `{loss}` |")]
+    assert rows, f"no row for loss {loss!r} in docs/losses.md"
+    if param:
+        assert f"`{param}` ({default})" in rows[0], (loss, param, default)
+
+
+def test_every_builtin_study_is_documented():
+    from protoreg.plugins import collect_studies, get_plugin_manager
+
+    studies = collect_studies(get_plugin_manager(autoload=False))
+    assert studies
+    for name in studies:
+        assert f"`{name}`" in text("plugins.md") and f"`{name}`" in text("replication.md"), name
+
+
+@pytest.mark.slow
+def test_the_api_example_runs(tmp_path, monkeypatch):
+    """The Python block of docs/api.md runs as written (from a folder with the configs)."""
+    import re
+    import warnings
+
+    code = re.search(r"```python\n(.*?)```", text("api.md"), re.S).group(1)  # type: ignore[union-attr]
+    (tmp_path / "configs").symlink_to(DOCS.parent / "configs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROTOREG_DISABLE_PLUGIN_AUTOLOAD", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, "docs/api.md", "exec"), {})
+    assert (tmp_path / "runs" / "api-demo" / "metrics.json").is_file()
+    assert (tmp_path / "sweeps" / "api-demo" / "claims.json").is_file()

@@ -19,7 +19,10 @@ from protoreg.config import load_config
 from protoreg.errors import ConfigError
 from protoreg.pairing import PairingWarning
 from protoreg.plugins import DISABLE_AUTOLOAD_ENV, collect_losses, get_plugin_manager
-from protoreg.run import Registry, build_batch, prepare
+from protoreg.config import active_losses, loss_settings
+from protoreg.pairing import check_pairing
+from protoreg.plugins import Registry
+from protoreg.training import build_group, run_spec
 
 DIST = "protoreg-anchor"
 
@@ -109,7 +112,7 @@ def test_module_calls_vectorized_and_plain_paths_per_run() -> None:
     reg = Registry.load()
     base = ["data.n=12", "losses.anchor.weight=0.1", "losses.spread.weight=0.01", "trainer.accelerator=cpu"]
     cfgs = [load_config(None, base + [f"losses.anchor.tau={a}", f"losses.spread.tau={s}"]) for a, s in ((0.1, 0.5), (3.0, 2.0))]
-    module = build_batch(cfgs, reg).module
+    module = build_group([run_spec(c, reg) for c in cfgs], reg).module
     with torch.no_grad():
         _, values, hidden, pred, protos = module.objective(module.x, module.y)
     assert values["anchor"].shape == values["spread"].shape == (2,)
@@ -161,11 +164,16 @@ def test_spread_pushes_prototypes_away_from_their_centroid() -> None:
 
 
 # ----------------------------------------------------------------- pairing
+def _check(cfg, *, strict: bool):  # type: ignore[no-untyped-def]
+    reg = Registry.load()
+    return check_pairing(active_losses(loss_settings(cfg, reg.losses)), reg.losses, strict=strict)
+
+
 def _prepare(*overrides: str) -> list[str]:
     cfg = load_config(None, ["losses.coverage.weight=0", "trainer.accelerator=cpu", *overrides])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, problems = prepare(cfg, Registry.load())
+        problems = [p.message() for p in _check(cfg, strict=False)]
     pairing = [str(w.message) for w in caught if issubclass(w.category, PairingWarning)]
     assert pairing == problems
     return problems
@@ -188,7 +196,7 @@ def test_spread_with_anchor_does_not_warn() -> None:
 def test_strict_pairing_makes_spread_alone_an_error() -> None:
     cfg = load_config(None, ["losses.coverage.weight=0", "losses.spread.weight=0.01", "pairing.strict=true"])
     with pytest.raises(ConfigError, match="no compatible attractor"):
-        prepare(cfg, Registry.load())
+        _check(cfg, strict=bool(cfg.pairing.strict))
 
 
 # -------------------------------------------------------------- end to end

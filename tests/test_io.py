@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import protoreg.io as pio
-import protoreg.run as run_mod
+import protoreg.rundir as rundir
 from protoreg.cli import main
 
 
@@ -63,10 +63,10 @@ def test_disk_full_while_writing_is_one_line_and_keeps_nothing_half_written(
 ) -> None:
     out = tmp_path / "out"
     if command == "fit":
-        monkeypatch.setattr(run_mod, "atomic_write_json", disk_full)
+        monkeypatch.setattr(rundir, "atomic_write_json", disk_full)
         argv = ["fit", "--out", str(out), *fast]
     else:
-        import protoreg.sweep as S
+        import protoreg.sweeps.store as S
 
         calls = {"n": 0}
         real = S.atomic_write_text

@@ -11,7 +11,8 @@ from protoreg.losses.coverage import Coverage
 from protoreg.losses.overlap import Overlap
 from protoreg.losses.separation import Separation
 from protoreg.model import GaussianMLP, sample_spacing
-from protoreg.module import LossTerm, ProtoRegModule
+from protoreg.training.module import ProtoRegModule
+from protoreg.training.terms import LossTerm
 
 
 def ctx_for(x, protos, hidden=None):

@@ -5,7 +5,11 @@
 * ``spread`` (repulsor, ``pairs_with = ("anchor",)``): prototypes are pushed away from their
   centroid.
 
-Both measure distances in units of the sample spacing ``s = ctx.spacing`` and temperatures in
+* ``anchor_inside`` (a study, ``sweep.study: anchor_inside``): checks on a sweep's results that
+  ``anchor`` keeps every prototype inside the convex hull, with or without ``spread``, and that
+  ``spread`` alone expels some.
+
+Both losses measure distances in units of the sample spacing ``s = ctx.spacing`` and temperatures in
 units of ``s**2``, like the built-in losses, so one setting works at every dataset size. The
 package imports only from top-level ``protoreg`` (and torch) and is found through the entry point
 ``[project.entry-points.protoreg] anchor = "protoreg_anchor"``.
@@ -14,6 +18,7 @@ package imports only from top-level ``protoreg`` (and torch) and is found throug
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -21,7 +26,7 @@ import protoreg
 
 __version__ = "0.1.0"
 
-__all__ = ["Anchor", "Spread", "protoreg_register_losses"]
+__all__ = ["Anchor", "AnchorInside", "Spread", "protoreg_register_losses", "protoreg_register_studies"]
 
 
 class Anchor(protoreg.StructuralLoss):
@@ -85,3 +90,53 @@ def protoreg_register_losses(register):  # type: ignore[no-untyped-def]
     """Register ``anchor`` and ``spread``."""
     register(Anchor())
     register(Spread())
+
+
+class AnchorInside(protoreg.Study):
+    """Two claims about a sweep over masks of ``anchor`` and ``spread``.
+
+    * A1: every completed run with ``anchor`` active ends with no prototype outside the hull
+      (``outside_hull_frac == 0``).
+    * A2: ``spread`` without ``anchor`` expels prototypes: its mean outside-hull fraction is above
+      the baseline's (mask ``none``).
+    """
+
+    name = "anchor_inside"
+    description = "anchor keeps every prototype inside the convex hull; spread alone expels them"
+
+    def evaluate(self, results: protoreg.StudyResults) -> list[protoreg.Claim]:
+        rows = results.completed()
+        return [self._a1(rows), self._a2(rows)]
+
+    @staticmethod
+    def _a1(rows: list[Any]) -> protoreg.Claim:
+        statement = "runs with anchor active keep every prototype inside the convex hull"
+        anchored = [r for r in rows if "anchor" in r["mask"].split("+")]
+        if not anchored:
+            return protoreg.Claim("A1", statement, "NOT EVALUATED", details=("needs runs with anchor in their mask (sweep.masks: [anchor, ...])",))
+        inside = [r for r in anchored if r["outside_hull_frac"] == 0.0]
+        verdict = "PASS" if len(inside) == len(anchored) else "PARTIAL" if inside else "FAIL"
+        worst = max(anchored, key=lambda r: r["outside_hull_frac"])
+        return protoreg.Claim(
+            "A1",
+            statement,
+            verdict,
+            f"{len(inside)} of {len(anchored)} runs have no prototype outside",
+            numbers={"runs": len(anchored), "inside": len(inside), "max_outside_hull_frac": worst["outside_hull_frac"]},
+        )
+
+    @staticmethod
+    def _a2(rows: list[Any]) -> protoreg.Claim:
+        statement = "spread without anchor has a higher mean outside-hull fraction than the baseline"
+        alone = [r["outside_hull_frac"] for r in rows if r["mask"] == "spread"]
+        base = [r["outside_hull_frac"] for r in rows if r["mask"] == "none"]
+        if not alone or not base:
+            return protoreg.Claim("A2", statement, "NOT EVALUATED", details=("needs the masks spread and none (sweep.masks: [anchor, spread])",))
+        a, b = sum(alone) / len(alone), sum(base) / len(base)
+        return protoreg.Claim("A2", statement, "PASS" if a > b else "FAIL", f"{a:.3g} vs {b:.3g}", numbers={"spread": a, "none": b})
+
+
+@protoreg.hookimpl
+def protoreg_register_studies(register):  # type: ignore[no-untyped-def]
+    """Register the study ``anchor_inside``."""
+    register(AnchorInside())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any, Sequence
 
@@ -10,8 +11,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from .evaluate import evaluate
-from .geometry import HullWarmStart
+from ..evaluate import Evaluation, evaluate
+from ..geometry import HullWarmStart
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class GeometryCallback(pl.Callback):
         self.stopped_at: int | None = None
         self._last_checked = -1
         self._was_over: torch.Tensor | None = None
-        self.last_report: dict[str, torch.Tensor] = {}
+        self.last_report: Evaluation | None = None
         #: hull solver state between checks: prototypes still inside their last corral are cheap
         self._warm = HullWarmStart()
 
@@ -88,28 +89,28 @@ class GeometryCallback(pl.Callback):
         self._warm.load_state_dict(state.get("hull_warm_start") or {})
 
     # -------------------------------------------------------------- check
-    def check(self, trainer: pl.Trainer, module: Any) -> dict[str, torch.Tensor]:
+    def check(self, trainer: pl.Trainer, module: Any) -> Evaluation:
         step = int(module.step_count)
         ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm)
         self.last_report = ev
         self._last_checked = step
-        outside = ev["outside"]
+        outside = ev.outside
         if self.expelled_at is None:
             self.expelled_at = torch.full(outside.shape, -1, dtype=torch.long)
         newly = outside & (self.expelled_at < 0)
         self.expelled_at[newly] = step
         self.steps.append(step)
-        self.trajectory.append(ev["positions"].numpy().copy())
+        self.trajectory.append(ev.positions.numpy().copy())
         writer = _writer(trainer)
         alive = module.alive.cpu()
         sel = alive if bool(alive.any()) else torch.ones_like(alive)
         if writer is not None:
             for key in ("outside_hull_frac", "mean_hull_distance", "max_hull_distance", "min_prototype_gap", "duplicate_prototypes", "dead_units"):
-                v = ev[key][sel].double()
+                v = ev.scalars[key][sel].double()
                 writer.add_scalar(f"geometry/{key}", float(v.mean()), step)
             for key in ("recon_error", "specialization_ratio"):
-                writer.add_scalar(f"metric/{key}", float(ev[key][sel].double().mean()), step)
-            pos = ev["positions"][sel]
+                writer.add_scalar(f"metric/{key}", float(ev.scalars[key][sel].double().mean()), step)
+            pos = ev.positions[sel]
             flat = pos[..., 0] if pos.shape[-1] == 1 else pos.norm(dim=-1)
             flat = flat[torch.isfinite(flat)]
             if flat.numel():
@@ -117,8 +118,8 @@ class GeometryCallback(pl.Callback):
         self._react(trainer, module, ev, step, newly)
         return ev
 
-    def _react(self, trainer: pl.Trainer, module: Any, ev: dict[str, torch.Tensor], step: int, newly: torch.Tensor) -> None:
-        over = (ev["outside_hull_frac"] > self.max_outside_frac) & module.alive.cpu()
+    def _react(self, trainer: pl.Trainer, module: Any, ev: Evaluation, step: int, newly: torch.Tensor) -> None:
+        over = (ev.scalars["outside_hull_frac"] > self.max_outside_frac) & module.alive.cpu()
         prev = self._was_over if self._was_over is not None else torch.zeros_like(over)
         crossed = over & ~prev
         more = over & newly.any(-1)
@@ -127,8 +128,7 @@ class GeometryCallback(pl.Callback):
             return
         if self.on_expulsion == "stop":
             self.stopped_at = step
-            module.stopped_reason = "expulsion"
-            trainer.should_stop = True
+            module.stop_for_expulsion()
             log.info("stopping at step %d: prototypes outside the convex hull", step)
             return
         if not bool((crossed | more).any()):
@@ -136,8 +136,8 @@ class GeometryCallback(pl.Callback):
         runs = (crossed | more).nonzero().flatten().tolist()
         parts = []
         for r in runs[:3]:
-            units = ev["outside"][r].nonzero().flatten().tolist()
-            dist = ev["hull_distance"][r]
+            units = ev.outside[r].nonzero().flatten().tolist()
+            dist = ev.hull_distance[r]
             shown = ", ".join(f"{u} ({float(dist[u]):.3g})" for u in units[:8]) + (" ..." if len(units) > 8 else "")
             prefix = f"run {r}: " if module.model.runs > 1 else ""
             parts.append(f"{prefix}{len(units)} unit(s) outside the convex hull at step {step}: {shown}")
@@ -147,10 +147,10 @@ class GeometryCallback(pl.Callback):
             msg += "; " + " ".join(self.advice)
         warnings.warn(msg, ExpulsionWarning, stacklevel=2)
 
-    def final_report(self, module: Any) -> dict[str, torch.Tensor]:
+    def final_report(self, module: Any) -> Evaluation:
         """The metrics of ``module`` now: the last check's if it was at this step, else fresh
         (training stopped between checks, e.g. interrupted or failed)."""
-        if self.last_report and self._last_checked == int(module.step_count):
+        if self.last_report is not None and self._last_checked == int(module.step_count):
             return self.last_report
         return evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm)
 
@@ -175,26 +175,51 @@ class GeometryCallback(pl.Callback):
         fig = self.figure(pl_module, run=0)
         writer.add_figure("geometry/prototypes", fig, int(pl_module.step_count))  # type: ignore[attr-defined]
         ev = self.last_report
+        assert ev is not None
         if pl_module.model.dim > 2:  # type: ignore[attr-defined]
-            pos = ev["positions"][0]
+            pos = ev.positions[0]
             finite = torch.isfinite(pos).all(-1)
-            meta = [f"unit {j} {'outside' if bool(ev['outside'][0, j]) else 'inside'}" for j in range(pos.shape[0]) if bool(finite[j])]
+            meta = [f"unit {j} {'outside' if bool(ev.outside[0, j]) else 'inside'}" for j in range(pos.shape[0]) if bool(finite[j])]
             if bool(finite.any()):
                 writer.add_embedding(pos[finite].float(), metadata=meta, tag="prototypes", global_step=int(pl_module.step_count))  # type: ignore[attr-defined]
         writer.flush()
 
     def figure(self, pl_module: Any, run: int = 0) -> Any:
-        from .plots import prototype_figure
+        from ..plots import prototype_figure
 
         ev = self.last_report
+        assert ev is not None
         traj = None
         if pl_module.model.dim == 1 and self.trajectory:
             traj = np.stack([t[run, :, 0] for t in self.trajectory])
         return prototype_figure(
             pl_module.x[run].detach().double().cpu().numpy(),
             pl_module.y[run].detach().double().cpu().numpy(),
-            ev["positions"][run].numpy(),
-            ev["outside"][run].numpy(),
+            ev.positions[run].numpy(),
+            ev.outside[run].numpy(),
             steps=self.steps,
             trajectory=traj,
         )
+
+
+def geometry_callback(
+    cfg: Any, active: Sequence[str], losses: Any, *, on_expulsion: str | None = None, figures: bool = True
+) -> GeometryCallback:
+    """The geometry check configured by ``cfg.geometry`` for runs whose active losses are ``active``.
+
+    The check interval is rounded up to a multiple of ``train.log_every_n_steps`` (checks happen
+    between chunks of steps). ``losses`` is the loss registry (roles and pairing advice).
+    """
+    from ..pairing import unpaired_repulsors
+
+    chunk = int(cfg.train.log_every_n_steps)
+    every = max(chunk, int(math.ceil(int(cfg.geometry.every_n_steps) / chunk)) * chunk)
+    return GeometryCallback(
+        every_n_steps=every,
+        on_expulsion=str(on_expulsion or cfg.geometry.on_expulsion),
+        max_outside_frac=float(cfg.geometry.max_outside_frac),
+        rel_tol=float(cfg.geometry.rel_tol),
+        repulsors=[a for a in active if losses[a].loss.role == "repulsor"],
+        advice=["pair each repulsor with an active attractor (e.g. losses.coverage.weight > 0)"] if unpaired_repulsors(active, losses) else [],
+        figures=figures,
+    )

@@ -1,0 +1,178 @@
+"""Run directories: the one writer of ``config.yaml``, ``metrics.json``, ``prototypes.csv`` and
+``prototypes.png``, the one format of prototype rows (shared with a sweep's ``prototypes.csv``),
+and the reader behind :func:`protoreg.load_run`.
+
+Kept free of Lightning so that reading a run is quick.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import RunDirError
+from .io import atomic_write_json, atomic_write_text, is_empty_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .training import GroupOutcome, RunSpec, Units
+
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+PROTOTYPES = "prototypes.csv"
+FIGURE = "prototypes.png"
+#: Columns of a prototype row after the coordinates ``p0..p{d-1}``.
+PROTOTYPE_TAIL: tuple[str, ...] = ("outside_hull", "hull_distance", "expelled_at_step", "wins")
+
+
+# ----------------------------------------------------------------- where
+def default_out(root: str) -> Path:
+    """``root/<timestamp>``: where a command writes when no ``--out`` is given."""
+    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that exists with content or that cannot be created (before training)."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    if out.exists() and not is_empty_dir(out):
+        raise RunDirError(f"{out}: output directory exists and is not empty (choose another --out)")
+    ensure_parent(out)
+
+
+def ensure_parent(out: Path) -> None:
+    """Create ``out``'s parent folder, or raise :class:`RunDirError` saying why it cannot be."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(out.parent))
+    except OSError as exc:
+        raise RunDirError(f"{out}: cannot create the output directory ({exc.strerror or exc}: {exc.filename or out.parent})") from None
+
+
+# ------------------------------------------------------------ prototypes
+def prototype_header(dim: int) -> list[str]:
+    """``unit, p0..p{dim-1}, outside_hull, hull_distance, expelled_at_step, wins``."""
+    return ["unit", *[f"p{i}" for i in range(dim)], *PROTOTYPE_TAIL]
+
+
+def prototype_rows(units: "Units", dim: int | None = None) -> list[list[Any]]:
+    """One row per unit (see :func:`prototype_header`); coordinates padded with '' up to ``dim``."""
+    pos = units.positions
+    pad = [""] * ((dim or pos.shape[1]) - pos.shape[1])
+    rows = []
+    for j in range(pos.shape[0]):
+        e = int(units.expelled_at[j])
+        rows.append(
+            [
+                j,
+                *[repr(float(v)) for v in pos[j]],
+                *pad,
+                int(bool(units.outside[j])),
+                repr(float(units.hull_distance[j])),
+                "" if e < 0 else e,
+                int(units.wins[j]),
+            ]
+        )
+    return rows
+
+
+def csv_text(rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        w.writerow(row)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------- write
+def write_run(stage: Path, spec: "RunSpec", outcome: "GroupOutcome", run: int = 0) -> dict[str, Any]:
+    """Write run ``run`` of a trained group into the (staging) run directory ``stage``.
+
+    ``metrics.json`` holds every metric, the run's shape, seed, steps, active losses with their
+    settings, ``status`` and, unless completed, ``reason`` (and ``stopped_at_step`` for a run
+    stopped by the geometry check).
+    """
+    res = outcome.runs[run]
+    atomic_write_text(stage / CONFIG, OmegaConf.to_yaml(spec.cfg))
+    module = outcome.group.module
+    metrics: dict[str, Any] = dict(res.metrics)
+    metrics.update(
+        n=int(spec.x.shape[0]),
+        dim=int(spec.x.shape[1]),
+        width=int(module.model.width),
+        parameterization=module.model.parameterization,
+        seed=int(spec.cfg.train.seed),
+        steps=res.steps,
+        losses={name: spec.settings[name] for name in spec.active},
+        status=res.status,
+        **res.extra,
+    )
+    if res.reason:
+        metrics["reason"] = res.reason
+    atomic_write_json(stage / METRICS, metrics)
+    atomic_write_text(stage / PROTOTYPES, csv_text([prototype_header(res.prototypes.shape[1]), *prototype_rows(res.units)]))
+    _save_figure(outcome.figure(run), stage / FIGURE)
+    return metrics
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ read
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / METRICS
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir}: not a run directory (no {METRICS})") from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object of metrics")
+    return data
+
+
+def read_config(run_dir: Path) -> DictConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # noqa: BLE001 - any yaml problem
+        raise RunDirError(f"{path}: unreadable ({type(exc).__name__})") from None
+    if not isinstance(cfg, DictConfig):
+        raise RunDirError(f"{path}: expected a mapping of config sections")
+    return cfg
+
+
+def read_prototype_positions(path: Path, run: str | None = None) -> np.ndarray:
+    """The (M, d) prototype positions of a ``prototypes.csv`` (of ``run`` in a sweep's file)."""
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        cols = [i for i, h in enumerate(header) if re.fullmatch(r"p\d+", h)]
+        rows = [r for r in reader if len(r) == len(header) and (run is None or r[0] == run)]
+    try:
+        return np.array([[float(r[i]) if r[i] != "" else np.nan for i in cols] for r in rows], dtype=float).reshape(len(rows), len(cols))
+    except ValueError as exc:
+        raise RunDirError(f"{path}: not a prototypes table ({exc})") from None
+
+
+def metrics_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equality of two metrics dicts where NaN equals NaN."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

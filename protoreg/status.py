@@ -1,0 +1,20 @@
+"""Run statuses and the one exit-code rule shared by ``fit``, ``sweep`` and the Python API."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+#: Every status a run can end with, and the exit code it gives.
+EXIT_CODES: dict[str, int] = {
+    "completed": 0,  # trained train.steps
+    "stopped": 0,  # the geometry check stopped it (geometry.on_expulsion=stop), as asked
+    "failed": 1,  # a loss term became non-finite, or a plugin raised
+    "interrupted": 130,  # SIGINT/SIGTERM; the run directory is complete and resumable
+}
+
+
+def exit_code(statuses: Iterable[str]) -> int:
+    """The exit code of a command whose runs ended with ``statuses``: 130 if any was
+    interrupted, else 1 if any failed (or has an unknown status), else 0."""
+    codes = {EXIT_CODES.get(s, 1) for s in statuses}
+    return 130 if 130 in codes else 1 if 1 in codes else 0

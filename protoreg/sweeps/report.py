@@ -1,0 +1,206 @@
+"""The sweep's report: ``summary.md`` (grid, the study's claims, results per cell, failures,
+pairing, plots), the study's evaluation and one expulsion warning for the whole sweep."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from omegaconf import OmegaConf
+
+from ..api import Claim, Study, StudyResults
+from ..errors import PluginError
+from ..evaluate import COUNT_METRICS, METRIC_NAMES
+from ..io import atomic_write_text
+from ..plugins import Registry
+from ..training import ExpulsionWarning
+from .grid import format_value, mask_subsets, sweep_seeds
+from .plan import Plan, pairing_line
+from .plots import write_plots
+from .store import CLAIMS, RESULTS, SUMMARY, read_results
+from .table import Table, fmt, pm, to_float
+
+#: Columns of ``results.csv`` read as integers by :func:`parse_row`.
+INT_COLUMNS: tuple[str, ...] = ("n", "seed", "steps", "batch", *COUNT_METRICS)
+
+
+def parse_row(row: Mapping[str, str]) -> dict[str, Any]:
+    """A ``results.csv`` row with numbers parsed: metrics and ``seconds`` as floats, counts as
+    ints, everything else (names, swept values, status, reason) as written."""
+    out: dict[str, Any] = dict(row)
+    for key in (*METRIC_NAMES, "seconds"):
+        if key in out and key not in COUNT_METRICS:
+            out[key] = to_float(out[key])
+    for key in INT_COLUMNS:
+        if key in out and str(out[key]).lstrip("-").isdigit():
+            out[key] = int(out[key])
+    return out
+
+
+def study_results(plan: Plan, rows: Sequence[Mapping[str, str]]) -> StudyResults:
+    """What a study sees of the sweep (see :class:`protoreg.StudyResults`)."""
+    config = OmegaConf.to_container(plan.base, resolve=True)
+    assert isinstance(config, dict)
+    return StudyResults(
+        rows=[parse_row(r) for r in rows],
+        keys=list(plan.keys),
+        masks=plan.mask_order(),
+        config=config,
+        data={name: (s.x, s.y) for name, s in plan.specs.items()},
+    )
+
+
+def evaluate_study(study: Study, source: str, results: StudyResults) -> list[Claim]:
+    """The study's claims; a study that raises or returns something else is named in a PluginError."""
+    try:
+        claims = list(study.evaluate(results))
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported by name
+        raise PluginError(f"study {study.name!r} ({source}) raised {type(exc).__name__}: {exc}") from exc
+    bad = [c for c in claims if not isinstance(c, Claim)]
+    if bad:
+        raise PluginError(f"study {study.name!r} ({source}) returned {type(bad[0]).__name__}, expected protoreg.Claim objects")
+    return claims
+
+
+def expulsion_warning(plan: Plan, rows: Sequence[Mapping[str, str]]) -> None:
+    """One warning for all runs that ended with prototypes outside the hull (``geometry.on_expulsion=warn``)."""
+    g = plan.base.geometry
+    if str(g.on_expulsion) != "warn":
+        return
+    over = [r for r in rows if r.get("status") == "completed" and to_float(r["outside_hull_frac"]) > float(g.max_outside_frac)]
+    if not over:
+        return
+    counts: dict[str, int] = {}
+    for r in over:
+        counts[r["mask"]] = counts.get(r["mask"], 0) + 1
+    masks = ", ".join(f"{m} ({k})" for m, k in sorted(counts.items(), key=lambda kv: -kv[1]))
+    warnings.warn(
+        f"{len(over)} of {len(rows)} runs ended with prototypes outside the convex hull of their data, by mask: {masks} "
+        f"(outside_hull_frac in {RESULTS})",
+        ExpulsionWarning,
+        stacklevel=3,
+    )
+
+
+def _header(plan: Plan, rows: Sequence[Mapping[str, str]]) -> list[str]:
+    done = [r for r in rows if r.get("status") in ("completed", "failed")]
+    failed = [r for r in done if r.get("status") == "failed"]
+    secs = sum(to_float(r["seconds"]) for r in done)
+    batches = len({r["batch"] for r in done})
+    b = plan.base
+    lines = [
+        "# Sweep summary",
+        "",
+        f"{len(done)} of {len(plan.runs)} runs finished ({len(failed)} failed) in {batches} batch(es); "
+        f"training time {secs:.1f} s (the `seconds` column is each batch's wall-clock time shared by its runs).",
+        "",
+        f"Grid: masks over {', '.join(plan.masks) or '(none)'} ({len(mask_subsets(plan.masks))} masks)"
+        + "".join(f"; `{k}` = {', '.join(format_value(v) for v in OmegaConf.to_container(b.sweep.grid)[k])}" for k in plan.keys)  # type: ignore[index]
+        + f"; seeds {', '.join(str(s) for s in sweep_seeds(b.sweep.seeds))}. "
+        f"Training: {b.train.steps} steps, Adam lr {b.train.lr}, precision {b.trainer.get('precision', '32-true')}. "
+        "Loss settings: "
+        + "; ".join(f"{name} " + ", ".join(f"{k}={format_value(v)}" for k, v in s.items()) for name, s in OmegaConf.to_container(b.losses).items())  # type: ignore[union-attr]
+        + " (an 'on' loss of a mask has this weight, an 'off' one weight 0).",
+    ]
+    if plan.twins:
+        lines += [
+            "",
+            f"{len(plan.twins)} runs have the same effective settings as another run (an inactive loss's parameters do not "
+            "matter); each was trained once and the result is listed under every name.",
+        ]
+    if len(done) < len(plan.runs):
+        lines += ["", f"**Partial**: {len(plan.runs) - len(done)} runs are not finished; re-run the same command to resume."]
+    return lines
+
+
+def _claims_section(study: Study, claims: Sequence[Claim]) -> list[str]:
+    lines = ["", "## Claims", "", f"Study `{study.name}`: {study.description}", ""]
+    for c in claims:
+        lines.append(f"- **{c.id} — {c.verdict}**: {c.statement}" + (f" — {c.summary}." if c.summary else "."))
+        lines += [f"  - {d}" for d in c.details]
+    if study.notes:
+        lines += ["", study.notes]
+    return lines
+
+
+def _results_table(t: Table, rows: Sequence[Mapping[str, str]]) -> list[str]:
+    lines = [
+        "",
+        "## Results per N × mask",
+        "",
+        "Mean ± standard deviation over seeds (completed runs); `recon_error` also as the median, which "
+        "non-finite prototypes cannot dominate.",
+        "",
+    ]
+    head = ["N", "mask", *[f"`{k}`" for k in t.keys], "runs", "fit_mse", "recon_error", "recon_error median", "specialization_ratio", "outside_hull_frac", "failed"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] * len(head)) + "|")
+    for o in t.others():
+        for n in t.ns:
+            for m in t.masks:
+                if not any(r["mask"] == m and int(r["n"]) == n and t.other(r) == o for r in rows):
+                    continue
+                rec = t.stats("recon_error", mask=m, n=n, other=o)
+                cells = [
+                    str(n),
+                    m,
+                    *o,
+                    str(rec.count),
+                    pm(t.stats("fit_mse", mask=m, n=n, other=o)),
+                    pm(rec) + (f" ({rec.nonfinite} non-finite)" if rec.nonfinite else ""),
+                    fmt(rec.median),
+                    pm(t.stats("specialization_ratio", mask=m, n=n, other=o)),
+                    pm(t.stats("outside_hull_frac", mask=m, n=n, other=o)),
+                    str(t.failed_count(mask=m, n=n, other=o)),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(
+    plan: Plan, rows: Sequence[Mapping[str, str]], plots: Sequence[str], study: Study | None = None, claims: Sequence[Claim] = ()
+) -> str:
+    """``summary.md``: the grid, the study's claims (only when a study is named), mean ± std per
+    cell, failed runs, pairing, plots."""
+    t = Table(rows, plan.keys, plan.mask_order())
+    lines = _header(plan, rows)
+    if study is not None:
+        lines += _claims_section(study, claims)
+    lines += _results_table(t, rows)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- `{r['run']}`: {r['reason']}" for r in failed[:50]]
+        if len(failed) > 50:
+            lines.append(f"- ... and {len(failed) - 50} more (results.csv)")
+    if plan.unpaired:
+        lines += ["", "## Pairing", "", pairing_line(plan) or ""]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    files = "`results.csv` (one row per run), `prototypes.csv` (every run's prototypes), `sweep.yaml` (the config)"
+    if study is not None:
+        files += ", `claims.json` (the study's claims)"
+    lines += ["", f"Files: {files}, `tb/` (TensorBoard: one folder per batch, HParams per run).", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path | str, *, plan: Plan, reg: Registry, plots: bool = True) -> list[Claim]:
+    """``summary.md``, the plots and (with a study) ``claims.json`` of a sweep directory, from its
+    ``results.csv`` and ``prototypes.csv``. Returns the study's claims ([] without a study)."""
+    out = Path(out)
+    rows = read_results(out)
+    study, source = reg.studies[plan.study] if plan.study is not None else (None, "")
+    claims: list[Claim] = []
+    results = study_results(plan, rows) if study is not None else None
+    if study is not None and results is not None:
+        claims = evaluate_study(study, source, results)
+    made: list[str] = []
+    if plots and any(r.get("status") == "completed" for r in rows):
+        made = write_plots(out, plan, Table(rows, plan.keys, plan.mask_order()))
+        if study is not None and results is not None:
+            made += list(study.plots(results, out))
+    if study is not None:
+        atomic_write_text(out / CLAIMS, json.dumps({"study": study.name, "claims": [c.as_dict() for c in claims]}, indent=2, default=str) + "\n")
+    atomic_write_text(out / SUMMARY, summary_markdown(plan, rows, made, study, claims))
+    return claims

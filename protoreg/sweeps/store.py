@@ -1,0 +1,195 @@
+"""The sweep directory: manifest, lock, and the CSV files that record finished runs.
+
+``results.csv`` is the record of what is finished: every finished group rewrites it atomically
+with its rows appended (``prototypes.csv`` first), so it is never torn and re-running skips
+finished runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from .. import config as C
+from ..errors import RunDirError
+from ..io import atomic_write_text
+from ..rundir import ensure_parent
+from .grid import format_value
+from .table import to_float
+
+MANIFEST = "sweep.yaml"
+RESULTS = "results.csv"
+PROTOTYPES = "prototypes.csv"
+SUMMARY = "summary.md"
+CLAIMS = "claims.json"
+LOCK = ".sweep.lock"
+TB = "tb"
+
+
+def default_out(root: str = "sweeps") -> Path:
+    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+#: Settings that may change between invocations on the same directory (results do not depend on them).
+VOLATILE_KEYS: tuple[str, ...] = ("sweep.max_runs_per_batch", "sweep.study")
+
+
+def _manifest_container(cfg: DictConfig) -> dict[str, Any]:
+    c = OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg)), resolve=True)
+    assert isinstance(c, dict)
+    flat = C.flatten(c)
+    for k in VOLATILE_KEYS:
+        flat.pop(k, None)
+    return flat
+
+
+def config_differences(old: DictConfig, new: DictConfig) -> list[str]:
+    """``key: old -> new`` for every setting that differs (ignoring :data:`VOLATILE_KEYS`)."""
+    a, b = _manifest_container(old), _manifest_container(new)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "<unset>") != b.get(k, "<unset>"):
+            diffs.append(f"{k}: {format_value(a.get(k, '<unset>'))} -> {format_value(b.get(k, '<unset>'))}")
+    return diffs
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on the sweep directory for the duration of the block."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fh = open(out / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirError(f"{out}: another protoreg sweep is writing to this directory") from None
+        yield
+    finally:
+        fh.close()
+
+
+def open_sweep_dir(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
+    """Check ``out`` (new, empty, or a sweep started by the same config); create it if needed.
+
+    Raises :class:`RunDirError` for a directory that is not a sweep or was started by a
+    different config (the message lists the differing keys).
+    """
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    ensure_parent(out)
+    manifest = out / MANIFEST
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+        if not manifest.is_file():
+            raise RunDirError(f"{out}: not a sweep directory (no {MANIFEST}) and not empty; choose another --out")
+        try:
+            old = OmegaConf.load(manifest)
+        except Exception as exc:  # noqa: BLE001 - any yaml problem
+            raise RunDirError(f"{manifest}: unreadable ({type(exc).__name__}); choose another --out") from None
+        diffs = config_differences(old, base)  # type: ignore[arg-type]
+        if diffs:
+            shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+            raise RunDirError(
+                f"{out}: this sweep directory was started with a different config ({shown}); "
+                f"re-run the original command to resume, or choose another --out"
+            )
+        results = out / RESULTS
+        if results.is_file():
+            header = read_header(results)
+            if header != list(columns):
+                raise RunDirError(f"{results}: columns do not match this sweep's ({', '.join(header[:6])} ...); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def init_files(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
+    if not (out / MANIFEST).is_file():
+        atomic_write_text(out / MANIFEST, OmegaConf.to_yaml(base))
+    if not (out / RESULTS).is_file():
+        atomic_write_text(out / RESULTS, csv_text([list(columns)]))
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def read_header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return next(csv.reader(fh), [])
+
+
+def read_results(out: Path | str) -> list[dict[str, str]]:
+    """The rows of ``results.csv`` (strings, as written); [] when there is none."""
+    path = Path(out) / RESULTS
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]], keep: set[str] | None = None) -> None:
+    """Rewrite ``path`` atomically with ``rows`` appended (rows whose first cell is not in
+    ``keep`` are dropped, when given): readers see the old file or the new one, never a torn row."""
+    old: list[list[str]] = []
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            old = [r for r in reader if len(r) == len(header) and (keep is None or r[0] in keep)]
+    atomic_write_text(path, csv_text([list(header), *old, *rows]))
+
+
+
+def next_group_index(out: Path, rows: Sequence[Mapping[str, str]]) -> int:
+    used = [int(r["batch"]) for r in rows if str(r.get("batch", "")).isdigit()]
+    tb = out / TB
+    if tb.is_dir():
+        used += [int(p.name.split("_")[1]) for p in tb.iterdir() if re.fullmatch(r"batch_\d+", p.name)]
+    return max(used) + 1 if used else 0
+
+
+def read_prototype_rows(out: Path | str) -> dict[str, list[list[str]]]:
+    """Run -> its rows of ``prototypes.csv`` (as written)."""
+    path = Path(out) / PROTOTYPES
+    res: dict[str, list[list[str]]] = {}
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            for row in reader:
+                if row:
+                    res.setdefault(row[0], []).append(row)
+    return res
+
+
+def read_prototypes(out: Path | str) -> dict[str, np.ndarray]:
+    """Run -> (M, d) prototype positions from ``prototypes.csv``."""
+    path = Path(out) / PROTOTYPES
+    res: dict[str, list[list[float]]] = {}
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        pcols = [i for i, h in enumerate(header) if re.fullmatch(r"p\d+", h)]
+        for row in reader:
+            if len(row) != len(header):
+                continue
+            res.setdefault(row[0], []).append([to_float(row[i]) for i in pcols])
+    return {k: np.asarray(v, dtype=float) for k, v in res.items()}
+
+

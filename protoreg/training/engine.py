@@ -1,0 +1,139 @@
+"""The training engine: one function trains a group of R runs and returns a typed outcome per run.
+
+``fit`` is the engine with R = 1; ``sweep`` calls it once per group. The sequence is always the
+same: geometry check and signal handling as callbacks -> Lightning Trainer -> (restore a
+checkpoint) -> train the remaining steps -> (save a checkpoint) -> final evaluation -> status of
+every run -> HParams -> close the TensorBoard logger.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ..evaluate import METRIC_NAMES, Evaluation
+from .callbacks import GeometryCallback
+from .group import RunGroup
+from .trainer import StopOnSignals, fit_chunks, make_trainer, save_checkpoint
+
+@dataclass
+class Units:
+    """Per-unit results of one run: prototype positions and geometry."""
+
+    positions: np.ndarray  #: (M, d), non-finite where a unit has no finite prototype
+    outside: np.ndarray  #: (M,) bool, outside the convex hull of the inputs
+    hull_distance: np.ndarray  #: (M,)
+    expelled_at: np.ndarray  #: (M,) first step at which the unit was outside; -1 never
+    wins: np.ndarray  #: (M,) samples for which the unit is the strongest responder
+
+
+@dataclass
+class RunOutcome:
+    """How one run of a group ended."""
+
+    status: str  #: ``completed`` | ``failed`` | ``interrupted`` | ``stopped`` (see :data:`protoreg.status.EXIT_CODES`)
+    reason: str  #: why it did not complete ('' when completed)
+    metrics: dict[str, float | int]  #: every name of :data:`protoreg.evaluate.METRIC_NAMES`
+    steps: int  #: optimisation steps trained
+    units: Units
+    extra: dict[str, Any] = field(default_factory=dict)  #: e.g. ``stopped_at_step``
+
+    @property
+    def prototypes(self) -> np.ndarray:
+        return self.units.positions
+
+
+@dataclass
+class GroupOutcome:
+    """The outcome of training a group: one :class:`RunOutcome` per run, in group order."""
+
+    runs: list[RunOutcome]
+    seconds: float  #: wall-clock training time of the group
+    interrupted: bool
+    group: RunGroup
+    geometry: GeometryCallback
+
+    def figure(self, run: int = 0) -> Any:
+        """The prototype figure of run ``run`` (matplotlib Figure)."""
+        return self.geometry.figure(self.group.module, run=run)
+
+
+def train_group(
+    group: RunGroup,
+    geometry: GeometryCallback,
+    *,
+    log_dir: Path | None = None,
+    tb_name: str = "tb",
+    checkpoint: Path | None = None,
+    resume: Mapping[str, Any] | None = None,
+    hparams: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
+) -> GroupOutcome:
+    """Train ``group`` to ``train.steps`` and evaluate every run.
+
+    Parameters
+    ----------
+    geometry : the hull check during training (see :func:`~protoreg.training.callbacks.geometry_callback`).
+    log_dir, tb_name : TensorBoard events go to ``log_dir/tb_name`` (none when ``log_dir`` is None).
+    checkpoint : where to save the trainer's checkpoint after training (none when None).
+    resume : a checkpoint of this same group to continue from.
+    hparams : per run, ``(session name, hyper-parameters)``: one HParams session per run with
+        its metrics (sweeps).
+    """
+    module = group.module
+    trainer = make_trainer(OmegaConf.to_container(group.cfg.trainer, resolve=True), log_dir, [geometry, StopOnSignals()], tb_name=tb_name)  # type: ignore[arg-type]
+    if resume is not None:
+        module.restore(resume)
+        for key, state in resume.get("callbacks", {}).items():
+            if key.startswith("GeometryCallback"):
+                geometry.load_state_dict(state)
+    t0 = time.perf_counter()
+    fit_chunks(module, trainer)
+    seconds = time.perf_counter() - t0
+    if checkpoint is not None:
+        save_checkpoint(trainer, checkpoint)
+    interrupted = module.stopped_reason == "interrupted"
+    ev = geometry.final_report(module)
+    runs = [_outcome(group, geometry, ev, r) for r in range(module.model.runs)]
+    logger = trainer.logger
+    writer = getattr(logger, "experiment", None) if logger is not None else None
+    if hparams is not None and writer is not None and not interrupted:
+        for (name, hp), run in zip(hparams, runs):
+            metric_dict = {f"hparam/{k}": float(run.metrics[k]) for k in METRIC_NAMES}
+            metric_dict["hparam/failed"] = float(run.status == "failed")
+            writer.add_hparams(dict(hp), metric_dict, run_name=name, global_step=run.steps)
+    if logger is not None:
+        logger.finalize("interrupted" if interrupted else "success")
+    return GroupOutcome(runs, seconds, interrupted, group, geometry)
+
+
+def _outcome(group: RunGroup, geometry: GeometryCallback, ev: Evaluation, r: int) -> RunOutcome:
+    """Status, reason, metrics and units of run ``r`` after training."""
+    module = group.module
+    failure = module.failures.get(r)
+    extra: dict[str, Any] = {}
+    status, reason, steps = "completed", "", int(module.step_count)
+    if failure is not None:
+        status, reason, steps = "failed", failure.message(), int(failure.step)
+    elif module.stopped_reason == "interrupted":
+        sig = module.stop_signal or signal.SIGINT
+        status, reason = "interrupted", f"interrupted by {signal.Signals(sig).name} at step {module.step_count}"
+    elif module.stopped_reason == "expulsion":
+        status = "stopped"
+        reason = f"stopped at step {geometry.stopped_at}: prototypes left the convex hull (geometry.on_expulsion=stop)"
+        extra = {"stopped": "expulsion", "stopped_at_step": geometry.stopped_at}
+    m = ev.positions.shape[1]
+    expelled = geometry.expelled_at[r].numpy() if geometry.expelled_at is not None else np.full(m, -1)
+    units = Units(
+        positions=ev.positions[r].numpy(),
+        outside=ev.outside[r].numpy().astype(bool),
+        hull_distance=ev.hull_distance[r].numpy(),
+        expelled_at=np.asarray(expelled, dtype=np.int64),
+        wins=ev.wins[r].numpy(),
+    )
+    return RunOutcome(status, reason, ev.metrics(r), steps, units, extra)

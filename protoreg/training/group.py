@@ -1,0 +1,143 @@
+"""From configs to a trainable group of runs: data, model and module with a leading run axis R.
+
+A *group* is R runs of identical shapes and training settings (:data:`GROUP_KEYS`) trained as one
+program; ``fit`` trains a group of one, ``sweep`` one group per shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .. import config as C
+from ..data import validate_arrays
+from ..errors import ConfigError, DataError, ProtoregError
+from ..model import GaussianMLP
+from ..plugins import Registry
+from .module import ProtoRegModule
+from .terms import LossTerm
+
+
+@dataclass
+class RunSpec:
+    """One validated run: its resolved config, training data and loss settings."""
+
+    cfg: DictConfig
+    x: np.ndarray  #: (N, d)
+    y: np.ndarray  #: (N, k)
+    settings: dict[str, dict[str, Any]]  #: every configured loss: weight and all parameters
+
+    @property
+    def active(self) -> list[str]:
+        """Losses with weight > 0, in configuration order."""
+        return C.active_losses(self.settings)
+
+
+def load_data(cfg: DictConfig, reg: Registry) -> tuple[np.ndarray, np.ndarray]:
+    """The (validated) training data of one run."""
+    name = "file" if cfg.data.path else cfg.data.name
+    loader, source = reg.datasets[name]
+    where = str(cfg.data.path) if cfg.data.path else f"dataset {name!r} ({source})"
+    try:
+        x, y = loader(OmegaConf.to_container(cfg.data, resolve=True), C.data_seed(cfg))
+    except ProtoregError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a dataset plugin's bug
+        raise DataError(f"{where}: loader failed: {type(exc).__name__}: {exc}") from exc
+    return validate_arrays(x, y, where)
+
+
+def run_spec(cfg: DictConfig, reg: Registry, settings: dict[str, dict[str, Any]] | None = None) -> RunSpec:
+    """The spec of an already validated config (data loaded, loss settings filled in)."""
+    settings = settings if settings is not None else C.loss_settings(cfg, reg.losses)
+    x, y = load_data(cfg, reg)
+    return RunSpec(cfg, x, y, settings)
+
+
+def parameterization(cfg: DictConfig, dim: int) -> str:
+    p = cfg.model.parameterization
+    if p == "auto":
+        return "affine" if dim == 1 else "radial"
+    if p == "affine" and dim > 1:
+        raise ConfigError(f"model.parameterization: 'affine' has no point prototype for {dim}-D inputs; use radial")
+    return str(p)
+
+
+def torch_dtype(cfg: DictConfig) -> torch.dtype:
+    prec = str(cfg.trainer.get("precision", "32-true"))
+    return torch.float64 if prec.startswith("64") else torch.float32
+
+
+#: Settings that must agree for runs to train together.
+GROUP_KEYS = ("model.parameterization", "model.init", "train.steps", "train.lr", "train.batch_size", "train.log_every_n_steps", "trainer")
+
+
+def group_key(spec: RunSpec) -> tuple[Any, ...]:
+    """Runs with equal keys can train as one group."""
+    cfg = spec.cfg
+    n, d = spec.x.shape
+    k = spec.y.shape[1]
+    width = cfg.model.width or n
+    return (n, d, k, width, parameterization(cfg, d), tuple(sorted(spec.settings)), float(cfg.model.init_width)) + tuple(
+        str(OmegaConf.select(cfg, key)) for key in GROUP_KEYS
+    )
+
+
+@dataclass
+class RunGroup:
+    """R runs of identical shapes with their module, ready to train as one program."""
+
+    specs: list[RunSpec]
+    module: ProtoRegModule
+
+    @property
+    def cfg(self) -> DictConfig:
+        """The first run's config (the group's shared training settings)."""
+        return self.specs[0].cfg
+
+
+def build_group(specs: Sequence[RunSpec], reg: Registry, *, fail_fast: bool = True) -> RunGroup:
+    """Model and module for runs that share shapes (see :data:`GROUP_KEYS`); every loss is
+    evaluated once (:meth:`ProtoRegModule.dry_run`) so a faulty plugin is reported now."""
+    specs = list(specs)
+    first = specs[0].cfg
+    key0 = group_key(specs[0])
+    if any(group_key(s) != key0 for s in specs[1:]):
+        raise ConfigError("runs of one group must share data shape, width, parameterization and training settings")
+    dtype = torch_dtype(first)
+    x = torch.tensor(np.stack([s.x for s in specs]), dtype=dtype)
+    y = torch.tensor(np.stack([s.y for s in specs]), dtype=dtype)
+    n, d = specs[0].x.shape
+    terms = []
+    for name in specs[0].settings:
+        entry = reg.losses[name]
+        terms.append(
+            LossTerm(
+                name=name,
+                loss=entry.loss,
+                source=entry.source,
+                weight=[float(s.settings[name]["weight"]) for s in specs],
+                params={p: [s.settings[name][p] for s in specs] for p in entry.loss.defaults},
+            )
+        )
+    seeds = [int(s.cfg.train.seed) for s in specs]
+    model = GaussianMLP(len(specs), int(first.model.width or n), d, specs[0].y.shape[1], parameterization(first, d)).to(dtype)  # type: ignore[arg-type]
+    model.initialize(x, y, seeds, init=first.model.init, init_width=float(first.model.init_width))
+    module = ProtoRegModule(
+        model,
+        x,
+        y,
+        terms,
+        lr=float(first.train.lr),
+        steps=int(first.train.steps),
+        chunk=int(first.train.log_every_n_steps),
+        batch_size=first.train.batch_size,
+        seeds=seeds,
+        fail_fast=fail_fast,
+    )
+    module.dry_run()
+    return RunGroup(specs, module)

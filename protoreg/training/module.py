@@ -1,0 +1,314 @@
+"""``ProtoRegModule``: the LightningModule that trains a group of R independent runs at once.
+
+Per run r the objective is ``fit_mse_r + sum_k weight_{k,r} * L_k,r``; the optimised scalar is the
+sum over runs, so each run's gradients depend on its own loss only (Adam is element-wise, so the
+runs stay independent through the optimiser too).
+
+Full-batch training over a fixed dataset does not need a data loader: one Lightning *batch* is a
+*chunk* of ``chunk`` optimisation steps run in a tight loop (manual optimisation). Lightning's
+per-batch machinery (hooks, logging, callbacks, checkpointing) then runs once per chunk instead of
+once per step, while every optimisation step is a plain PyTorch step on a *minibatch* of samples
+(``batch_size``; all samples by default). ``step`` everywhere in protoreg (TensorBoard x-axis,
+geometry checks, ``expelled_at_step``) counts optimisation steps.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from ..api import LossContext
+from ..errors import LossError
+from ..metrics import fit_mse
+from ..model import GaussianMLP, sample_spacing
+from .terms import LossTerm, LossTerms
+
+#: Why training stopped before ``steps``: a run failed (fit), a signal, or the geometry check.
+STOP_REASONS = ("failed", "interrupted", "expulsion")
+
+
+@dataclass
+class RunFailure:
+    """Why and when a run stopped being trained."""
+
+    run: int
+    step: int
+    term: str
+    source: str
+    reason: str
+
+    def message(self) -> str:
+        if self.term == "?":
+            return f"{self.reason} at step {self.step}"
+        return f"{self.reason} in {self.term!r} ({self.source}) at step {self.step}"
+
+
+class _Chunks:
+    """What the Trainer iterates over: one item per chunk of optimisation steps."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.n))
+
+
+class ProtoRegModule(pl.LightningModule):
+    """Trains a :class:`GaussianMLP` of R runs on per-run data under structural losses.
+
+    Parameters
+    ----------
+    model : GaussianMLP
+        Already initialised.
+    x, y : Tensor (R, N, d), (R, N, k)
+        Training data of each run.
+    terms : list of LossTerm
+        Configured structural losses (inactive ones, weight 0 in every run, are skipped).
+    lr, steps, chunk : float, int, int
+        Adam learning rate, total optimisation steps, steps per Lightning batch.
+    batch_size : int or None
+        Samples per step (a shared random permutation per step, rotated by the run's seed), or
+        None for full batch.
+    seeds : sequence of int
+        One per run (minibatch rotation).
+    fail_fast : bool
+        Stop training when any run fails (``fit``); otherwise a failed run is frozen and the
+        others go on (``sweep``).
+    """
+
+    def __init__(
+        self,
+        model: GaussianMLP,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        terms: Sequence[LossTerm],
+        *,
+        lr: float,
+        steps: int,
+        chunk: int = 50,
+        batch_size: int | None = None,
+        seeds: Sequence[int] | None = None,
+        fail_fast: bool = True,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.model = model
+        r = model.runs
+        self.register_buffer("x", x)
+        self.register_buffer("y", y)
+        self.register_buffer("spacing", sample_spacing(x.double()).to(x.dtype))
+        self.loss_terms = LossTerms(terms, r, x.dtype)
+        self.lr, self.steps, self.chunk = float(lr), int(steps), max(1, int(chunk))
+        self.batch_size = batch_size if batch_size is not None and batch_size < x.shape[1] else None
+        self.seeds = list(seeds) if seeds is not None else list(range(r))
+        self.fail_fast = fail_fast
+        self.step_count = 0  #: optimisation steps done
+        self.register_buffer("alive", torch.ones(r, dtype=torch.bool))
+        self.failures: dict[int, RunFailure] = {}
+        self.stopped_reason: str | None = None  #: one of :data:`STOP_REASONS`, or None
+        self.stop_signal: int | None = None
+        self._stop_event = threading.Event()
+        self._frozen: dict[str, torch.Tensor] = {}
+        self._optimizer_state: dict[str, Any] | None = None
+        self.last: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------- control
+    def request_stop(self, signum: int | None = None) -> None:
+        """Finish the current optimisation step, then stop cleanly (safe from a signal handler)."""
+        self.stop_signal = signum
+        self._stop_event.set()
+
+    def stop_for_expulsion(self) -> None:
+        """Stop at the end of this chunk because prototypes left the hull (``on_expulsion=stop``)."""
+        self.stopped_reason = "expulsion"
+        self.trainer.should_stop = True
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint of the same run: weights, step, failures, Adam's state."""
+        own = self.state_dict()
+        self.load_state_dict({k: v for k, v in checkpoint["state_dict"].items() if k in own or not _legacy_key(k)})
+        self.on_load_checkpoint(dict(checkpoint))
+        self.failures = {}
+        opt_states = checkpoint.get("optimizer_states") or []
+        self._optimizer_state = opt_states[0] if opt_states else None
+
+    # ------------------------------------------------------------- plumbing
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        if self._optimizer_state is not None:  # continuing a run: Adam's moments as they were
+            opt.load_state_dict(self._optimizer_state)
+            self._optimizer_state = None
+        return opt
+
+    def chunks(self) -> _Chunks:
+        """The iterable for ``Trainer.fit``: enough chunks for the remaining steps.
+
+        Chunks end on multiples of ``chunk`` (a run resumed at step 23 with chunk 10 first trains
+        to step 30), so logging and geometry checks happen at the same steps as in an
+        uninterrupted run."""
+        if self.step_count >= self.steps:
+            return _Chunks(0)
+        return _Chunks(math.ceil(self.steps / self.chunk) - self.step_count // self.chunk)
+
+    # ------------------------------------------------------------ objective
+    def objective(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-run values: ``(total (R,), {"fit": (R,), name: (R,)}, hidden, pred, prototypes)``."""
+        hidden, pred = self.model(x)
+        values = {"fit": fit_mse(pred, y)}
+        total = values["fit"]
+        protos = self.model.prototypes()
+        if len(self.loss_terms):
+            ctx = LossContext(x=x, y=y, hidden=hidden, pred=pred, prototypes=protos, spacing=self.spacing, model=self.model)
+            for i, (name, val) in enumerate(self.loss_terms(ctx).items()):
+                values[name] = val
+                total = total + self.loss_terms.weights[i] * val
+        return total, values, hidden, pred, protos
+
+    def dry_run(self) -> None:
+        """Evaluate every loss once (with gradients) so a faulty plugin is reported before any
+        output exists: wrong shape, dtype, device, no gradient path, or an exception."""
+        with torch.enable_grad():
+            total, *_ = self.objective(*self.minibatch())
+            if not total.requires_grad:
+                raise LossError("the objective has no gradient path to the model parameters")
+
+    # ------------------------------------------------------------- training
+    def minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples of this step: all of them, or ``batch_size`` per run."""
+        if self.batch_size is None:
+            return self.x, self.y
+        n = self.x.shape[1]
+        g = torch.Generator().manual_seed(1_000_003 * self.step_count + 17)
+        perm = torch.randperm(n, generator=g)
+        offs = torch.tensor([s % n for s in self.seeds])
+        idx = (perm[: self.batch_size].unsqueeze(0) + offs.unsqueeze(1)) % n  # (R,B)
+        idx = perm[idx].to(self.x.device)
+        gather = lambda t: torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # noqa: E731
+        return gather(self.x), gather(self.y)
+
+    def optimisation_step(self, opt: torch.optim.Optimizer) -> None:
+        """One plain PyTorch step over all live runs (failed runs stay frozen)."""
+        opt.zero_grad(set_to_none=True)
+        x, y = self.minibatch()
+        try:
+            total, values, _, _, _ = self.objective(x, y)
+        except LossError as exc:  # a plugin that raises mid-training: keep what finished
+            self._fail_all(exc)
+            return
+        live_total = torch.where(self.alive, total, torch.zeros_like(total))
+        live_total.sum().backward()
+        bad = self.alive & ~(torch.isfinite(total) & self._grads_finite())
+        if bool(bad.any()):
+            self._fail(bad, values, total)
+            if not bool(self.alive.any()):
+                return
+        opt.step()
+        if self._frozen:
+            self._restore_frozen()
+        self.step_count += 1
+        self.last = {k: v.detach() for k, v in values.items()}
+        self.last["total"] = total.detach()
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One chunk: optimisation steps up to the next multiple of ``chunk``."""
+        opt = self.optimizers()
+        raw = opt.optimizer if hasattr(opt, "optimizer") else opt
+        n = min(self.chunk - self.step_count % self.chunk, self.steps - self.step_count)
+        for _ in range(n):
+            self.optimisation_step(raw)
+            if self.failures and (self.fail_fast or not bool(self.alive.any())):
+                self.stopped_reason = "failed"
+                break
+            if self._stop_event.is_set():
+                self.stopped_reason = "interrupted"
+                break
+        if self.stopped_reason is not None:
+            self.trainer.should_stop = True
+        self._log_scalars()
+
+    def _log_scalars(self) -> None:
+        if not self.last:
+            return
+        alive = self.alive
+        logs: dict[str, Any] = {}
+        for name, val in self.last.items():
+            v = val[alive] if bool(alive.any()) else val
+            tag = "loss/total" if name == "total" else f"loss/{name}"
+            logs[tag] = v.float().mean()
+        logs["step"] = float(self.step_count)
+        self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=1)
+
+    # ------------------------------------------------------------- failures
+    def _grads_finite(self) -> torch.Tensor:
+        ok = torch.ones_like(self.alive)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                ok &= torch.isfinite(p.grad).flatten(1).all(1)
+        return ok
+
+    def _fail(self, bad: torch.Tensor, values: Mapping[str, torch.Tensor], total: torch.Tensor) -> None:
+        for run in bad.nonzero().flatten().tolist():
+            term, source, reason = "fit", "protoreg (built-in)", "non-finite gradient"
+            for name, val in values.items():
+                v = float(val[run].detach())
+                if not math.isfinite(v):
+                    term, reason = name, f"non-finite value {v}"
+                    if name != "fit":
+                        source = self.loss_terms.source_of(name)
+                    break
+            else:
+                if not bool(torch.isfinite(total[run])):
+                    reason = "non-finite total loss"
+            self.failures[run] = RunFailure(run, self.step_count, term, source, reason)
+        self.alive &= ~bad
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if p.grad is not None:
+                    p.grad[bad] = 0.0
+                snap = self._frozen.get(name)
+                if snap is None:
+                    snap = p.detach().clone()
+                else:
+                    snap[bad] = p.detach()[bad]
+                self._frozen[name] = snap
+
+    def _restore_frozen(self) -> None:
+        dead = ~self.alive
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p[dead] = self._frozen[name][dead]
+
+    def _fail_all(self, exc: LossError) -> None:
+        for run in self.alive.nonzero().flatten().tolist():
+            self.failures[run] = RunFailure(run, self.step_count, "?", "?", str(exc))
+        self.alive &= False
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                self._frozen[name] = p.detach().clone()
+
+    # ---------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["protoreg"] = {
+            "step_count": self.step_count,
+            "failures": {r: vars(f) for r, f in self.failures.items()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("protoreg", {})
+        self.step_count = int(state.get("step_count", 0))
+        self.failures = {int(r): RunFailure(**f) for r, f in state.get("failures", {}).items()}
+
+
+def _legacy_key(key: str) -> bool:
+    """Loss weights and parameters, saved as module buffers by protoreg 0.1 checkpoints."""
+    return key == "weights" or key.startswith("param_")

@@ -1,0 +1,139 @@
+"""Structural loss terms as configured for a group of R runs, and the plugin call boundary.
+
+:class:`LossTerms` evaluates every active term on a :class:`~protoreg.LossContext` and checks
+what a plugin returns (type, shape, dtype, device, gradient path) the first time each term is
+called; an exception inside a plugin becomes a :class:`~protoreg.errors.LossError` that names the
+loss and its distribution. A term is evaluated only on the runs where its weight is > 0, so a
+loss that is off in a run can never fail that run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..api import LossContext, StructuralLoss
+from ..errors import LossError
+
+
+@dataclass
+class LossTerm:
+    """A structural loss as configured for R runs: per-run weights and parameters."""
+
+    name: str
+    loss: StructuralLoss
+    source: str
+    weight: list[float]  #: one per run
+    params: dict[str, list[Any]] = field(default_factory=dict)  #: parameter -> one value per run
+
+
+class LossTerms(nn.Module):
+    """The active terms of a group of runs; ``forward(ctx)`` returns ``{name: (R,) value}``.
+
+    Weights and parameters are buffers (one value per run) so they move with the module; they
+    are derived from the config and not saved in checkpoints.
+    """
+
+    def __init__(self, terms: Sequence[LossTerm], runs: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.terms = [t for t in terms if any(w > 0 for w in t.weight)]
+        w = torch.tensor([t.weight for t in self.terms], dtype=dtype).reshape(len(self.terms), runs)
+        self.register_buffer("weights", w, persistent=False)
+        self._params: list[dict[str, str]] = []
+        self._on_runs: list[str | None] = []  #: per term, the buffer of runs where it is on (None: all)
+        for i, t in enumerate(self.terms):
+            names = {}
+            for k, vals in t.params.items():
+                names[k] = f"param_{i}_{k}"
+                self.register_buffer(names[k], torch.tensor([float(v) for v in vals], dtype=dtype), persistent=False)
+            self._params.append(names)
+            if bool((w[i] > 0).all()):
+                self._on_runs.append(None)
+            else:
+                self.register_buffer(f"on_runs_{i}", (w[i] > 0).nonzero().flatten(), persistent=False)
+                self._on_runs.append(f"on_runs_{i}")
+        self._checked: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def source_of(self, name: str) -> str:
+        return next(t.source for t in self.terms if t.name == name)
+
+    def params(self, i: int) -> dict[str, torch.Tensor]:
+        """Parameters of term ``i`` as (R,) tensors."""
+        return {k: getattr(self, buf) for k, buf in self._params[i].items()}
+
+    def forward(self, ctx: LossContext) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {term.name: self._call(i, ctx) for i, term in enumerate(self.terms)}
+
+    # ------------------------------------------------------------ one term
+    def _call(self, i: int, ctx: LossContext) -> torch.Tensor:
+        """Term ``i`` per run; runs where its weight is 0 get 0 without evaluating it."""
+        term = self.terms[i]
+        params = self.params(i)
+        buf = self._on_runs[i]
+        try:
+            if buf is None:
+                return self._evaluate(i, ctx, params)
+            idx = getattr(self, buf)
+            val = self._evaluate(i, ctx.select(idx), {k: v[idx] for k, v in params.items()})
+            return ctx.x.new_zeros(ctx.runs).index_add(0, idx, val)
+        except LossError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported by name
+            raise LossError(f"loss {term.name!r} ({term.source}) raised {type(exc).__name__}: {exc}") from exc
+
+    def _evaluate(self, i: int, ctx: LossContext, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        term = self.terms[i]
+        loss = term.loss
+        if loss.vectorized:
+            return self._check_output(i, loss(ctx, **params), ctx.runs, ctx)
+        # Plain-number parameters: evaluate runs that share values together.
+        keys = list(params)
+        rows = torch.stack([params[k] for k in keys], 1).tolist() if keys else [[] for _ in range(ctx.runs)]
+        groups: dict[tuple[float, ...], list[int]] = {}
+        for run, row in enumerate(rows):
+            groups.setdefault(tuple(row), []).append(run)
+        if len(groups) == 1:
+            (vals,) = groups
+            return self._check_output(i, loss(ctx, **_plain(term, keys, vals)), ctx.runs, ctx)
+        out = ctx.x.new_zeros(ctx.runs)
+        for vals, runs in groups.items():
+            idx = torch.tensor(runs, device=ctx.x.device)
+            sub = ctx.select(idx)
+            val = self._check_output(i, loss(sub, **_plain(term, keys, vals)), len(runs), sub)
+            out = out.index_add(0, idx, val)
+        return out
+
+    def _check_output(self, i: int, val: Any, runs: int, ctx: LossContext) -> torch.Tensor:
+        """``val`` after checking it once per term: a tensor of shape (runs,), right dtype and
+        device, with a gradient path to the model."""
+        if i in self._checked:
+            return val
+        term = self.terms[i]
+        where = f"loss {term.name!r} ({term.source})"
+        if not isinstance(val, torch.Tensor):
+            raise LossError(f"{where} returned {type(val).__name__}, expected a torch.Tensor of shape ({runs},)")
+        if tuple(val.shape) != (runs,):
+            raise LossError(f"{where} returned shape {tuple(val.shape)}, expected ({runs},): one value per run")
+        if not val.is_floating_point() or val.dtype != ctx.x.dtype:
+            raise LossError(f"{where} returned dtype {val.dtype}, expected {ctx.x.dtype}")
+        if val.device != ctx.x.device:
+            raise LossError(f"{where} returned a tensor on {val.device}, expected {ctx.x.device}")
+        if torch.is_grad_enabled() and not val.requires_grad:
+            raise LossError(f"{where} returned a tensor with no gradient path to the model (detached?)")
+        self._checked.add(i)
+        return val
+
+
+def _plain(term: LossTerm, keys: list[str], vals: Sequence[float]) -> dict[str, Any]:
+    """Parameter values as the Python types of the loss's defaults (bool, int or float)."""
+    out: dict[str, Any] = {}
+    for k, v in zip(keys, vals):
+        default = term.loss.defaults.get(k)
+        out[k] = bool(v) if isinstance(default, bool) else int(v) if isinstance(default, int) else float(v)
+    return out

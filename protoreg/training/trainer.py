@@ -1,0 +1,128 @@
+"""Lightning plumbing shared by every group of runs: the Trainer, signals, quiet logs, checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from ..errors import ConfigError
+from .module import ProtoRegModule
+
+
+def make_trainer(trainer_kwargs: Mapping[str, Any], log_dir: Path | None, callbacks: Sequence[Any], *, tb_name: str = "tb") -> pl.Trainer:
+    """A Lightning Trainer for one epoch of chunks, logging to ``log_dir/tb_name`` (none if None).
+
+    ``trainer_kwargs`` is the ``trainer`` config section; Lightning's own complaints about it
+    become a :class:`ConfigError` naming ``trainer``.
+    """
+    logger: Any = False
+    if log_dir is not None:
+        logger = TensorBoardLogger(str(log_dir), name=tb_name, version="", default_hp_metric=False)
+    try:
+        with quiet_lightning():
+            return pl.Trainer(
+                max_epochs=1,
+                logger=logger,
+                callbacks=list(callbacks),
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                log_every_n_steps=1,
+                num_sanity_val_steps=0,
+                **dict(trainer_kwargs),
+            )
+    except Exception as exc:  # noqa: BLE001 - Lightning's own validation of trainer.*
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"trainer: {first_line}") from None
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's informational chatter (device banners, tips) during a run."""
+    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
+            warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            yield
+    finally:
+        for n, lvl in saved.items():
+            logging.getLogger(n).setLevel(lvl)
+
+
+@contextlib.contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Treat subnormal floats as zero on CPU while training.
+
+    Far-away Gaussian units give ``exp(-z**2)`` in the subnormal range (float32: ``z**2`` of about
+    87-103), where x86 arithmetic is 10-100x slower; a group of many runs is then dominated by
+    them. Flushing changes values below ~1e-38 (float32) / ~1e-308 (float64) only, and is the same
+    for ``fit`` and ``sweep`` so that a run trained in a group equals the run trained alone.
+    """
+    ok = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if ok:
+            torch.set_flush_denormal(False)
+
+
+class StopOnSignals(pl.Callback):
+    """SIGINT/SIGTERM stop training after the current optimisation step instead of killing the
+    process; the previous handlers come back when training ends.
+
+    Installed when fitting is set up and again at ``on_train_start``, after Lightning's own
+    SIGTERM handler, so ours wins and the run is recorded as interrupted."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._install(pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install(pl_module)
+
+    def _install(self, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        assert isinstance(pl_module, ProtoRegModule)
+        for sig in self.SIGNALS:
+            old = signal.signal(sig, lambda signum, frame, m=pl_module: m.request_stop(signum))
+            self._old.setdefault(sig, old)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def fit_chunks(module: ProtoRegModule, trainer: pl.Trainer) -> None:
+    """Train ``module`` for its remaining steps."""
+    with quiet_lightning(), flush_denormal():
+        trainer.fit(module, train_dataloaders=module.chunks())
+
+
+def save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
+    """The trainer's checkpoint at ``path``, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    trainer.save_checkpoint(str(tmp), weights_only=False)
+    os.replace(tmp, path)
