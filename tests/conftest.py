@@ -5,7 +5,8 @@ import os
 import sys
 import types
 import warnings
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -87,3 +88,52 @@ def install_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         fake_entry_points(monkeypatch, [(dist, modname, dist)])
 
     return install
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The small paper grid (32 runs) and overrides that make its runs quick.
+QUICK = ROOT / "configs" / "paper_quick.yaml"
+FAST_SWEEP = ["train.steps=30", "train.log_every_n_steps=10", "geometry.every_n_steps=10"]
+
+
+@pytest.fixture(scope="module")
+def reg() -> Any:
+    """The registry of the built-in plugins only (no installed distributions)."""
+    from protoreg.plugins import Registry, get_plugin_manager
+
+    return Registry.load(get_plugin_manager(autoload=False))
+
+
+def quick(*overrides: str) -> Any:
+    """configs/paper_quick.yaml with quick runs and ``overrides`` (a sweep config)."""
+    from protoreg.config import load_config
+
+    return load_config(QUICK, [*FAST_SWEEP, *overrides])
+
+
+def run_quiet(cfg: Any, out: Path, reg: Any, **kw: Any) -> Any:
+    """``run_sweep`` without plots or warnings; ``engine=...`` injects a training engine."""
+    from protoreg.sweeps.runner import run_sweep
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_sweep(cfg, out, reg=reg, plots=False, **kw)
+
+
+class TrainCounter:
+    """A training engine for ``run_sweep(engine=...)``: counts the runs it trains and can crash
+    on the k-th group."""
+
+    def __init__(self, fail_on_batch: int | None = None) -> None:
+        self.runs = 0
+        self.batches = 0
+        self.fail_on_batch = fail_on_batch
+
+    def __call__(self, group: Any, geometry: Any, **kw: Any) -> Any:
+        from protoreg.training import train_group
+
+        self.batches += 1
+        if self.fail_on_batch is not None and self.batches == self.fail_on_batch:
+            raise RuntimeError("simulated crash")
+        self.runs += group.module.model.runs
+        return train_group(group, geometry, **kw)

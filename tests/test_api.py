@@ -34,6 +34,7 @@ def quiet_sweep(*overrides: str, **kw: object) -> protoreg.Sweep:
 
 
 # ------------------------------------------------------------------ fit
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_fit_returns_a_run_that_load_run_reads_back(tmp_path: Path, no_autoload: None, fast: list[str]) -> None:
     run = protoreg.fit(*fast, "data.dim=2", "model.width=5", out=tmp_path / "r")
@@ -63,6 +64,7 @@ def test_fit_errors_are_typed_and_write_nothing(tmp_path: Path, no_autoload: Non
         protoreg.load_run(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_the_api_works_from_a_fresh_interpreter(tmp_path: Path) -> None:
     """As a notebook user would: import protoreg, train, read the results."""
     code = textwrap.dedent(
@@ -83,6 +85,7 @@ def test_the_api_works_from_a_fresh_interpreter(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- sweep
+@pytest.mark.slow
 def test_sweep_returns_typed_rows_and_the_study_claims(tmp_path: Path, no_autoload: None) -> None:
     sw = quiet_sweep(*SWEEP_FAST, config=QUICK, out=tmp_path / "sw", plots=False)
     assert isinstance(sw, protoreg.Sweep) and sw.dir == tmp_path / "sw" and sw.exit_code == 0
@@ -111,6 +114,7 @@ def test_sweep_returns_typed_rows_and_the_study_claims(tmp_path: Path, no_autolo
         again.prototypes("nosuch")
 
 
+@pytest.mark.slow
 def test_a_sweep_without_a_study_has_no_claims(tmp_path: Path, no_autoload: None) -> None:
     sw = quiet_sweep(*SWEEP_FAST, "sweep.study=null", config=QUICK, out=tmp_path / "sw", plots=False)
     assert sw.claims == []
@@ -165,6 +169,7 @@ def _register(monkeypatch: pytest.MonkeyPatch, *studies: protoreg.Study) -> None
     fake_entry_points(monkeypatch, [("studies", "fake_study_plugin", "study-dist")])
 
 
+@pytest.mark.slow
 def test_a_third_party_study_is_listed_and_evaluated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     _register(monkeypatch, _Counts(), _Broken())
     assert main(["plugins"]) == 0

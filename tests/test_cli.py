@@ -9,6 +9,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from protoreg.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end workflow tests
+
 
 def run_cli(capsys, *argv):
     code = main([str(a) for a in argv])

@@ -63,7 +63,7 @@ def test_tensorboard_tags_documented():
 
 
 def _builtin_losses() -> list[tuple[str, str, object]]:
-    from protoreg.plugins import BUILTIN_PLUGINS, collect_losses, get_plugin_manager
+    from protoreg.plugins import collect_losses, get_plugin_manager
 
     losses = collect_losses(get_plugin_manager(autoload=False))
     return [(name, key, default) for name, e in losses.items() if "built-in" in e.source for key, default in e.loss.defaults.items()] + [

@@ -200,6 +200,7 @@ def test_strict_pairing_makes_spread_alone_an_error() -> None:
 
 
 # -------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_fit_end_to_end_with_both_losses(tmp_path, capsys) -> None:
     from protoreg.cli import main
 

@@ -274,16 +274,17 @@ def test_flags_match_linprog_larger() -> None:
     assert not ref[: len(inside)].any()
 
 
-def test_query_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
-    import protoreg.geometry as geometry
-
+def test_query_chunking() -> None:
     rng = np.random.default_rng(8)
     x = t64(rng.standard_normal((2, 15, 4)))
     p = t64(rng.standard_normal((2, 9, 4)) * 1.5)
     whole = hull_distance(p, x, tol=1e-10)
-    monkeypatch.setattr(geometry, "_CHUNK_BYTES", 1)  # one query per chunk
-    chunked = hull_distance(p, x, tol=1e-10)
+    chunked = hull_distance(p, x, tol=1e-10, chunk_bytes=1)  # one query per chunk, no Gram matrix
     torch.testing.assert_close(chunked, whole, rtol=1e-9, atol=1e-12)
+    flags = outside_hull(p, x, chunk_bytes=1)
+    np.testing.assert_array_equal(flags.numpy(), outside_hull(p, x).numpy())
+    with pytest.raises(ValueError):
+        hull_distance(p, x, chunk_bytes=0)
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 5])

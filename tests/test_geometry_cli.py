@@ -10,6 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from protoreg.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end workflow tests
+
 EXPEL = ["data.n=10", "train.steps=200", "losses.coverage.weight=0", "losses.separation.weight=1",
          "losses.separation.tau=10", "trainer.accelerator=cpu"]
 SAFE = ["data.n=10", "train.steps=100", "trainer.accelerator=cpu"]

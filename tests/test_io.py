@@ -48,6 +48,7 @@ def test_staging_dir_is_all_or_nothing(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["run"] and [p.name for p in out.iterdir()] == ["new.txt"]
 
 
+@pytest.mark.slow
 def test_uncreatable_out_is_refused_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_autoload: None, fast: list[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -57,6 +58,7 @@ def test_uncreatable_out_is_refused_before_training(tmp_path: Path, capsys: pyte
     assert err[0].startswith("protoreg: error:") and "cannot create the output directory" in err[0] and str(blocker) in err[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["fit", "sweep"])
 def test_disk_full_while_writing_is_one_line_and_keeps_nothing_half_written(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_autoload: None, fast: list[str]

@@ -15,6 +15,8 @@ from protoreg.cli import main
 from protoreg.evaluate import METRIC_NAMES
 from protoreg.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # end-to-end workflow tests
+
 FAST = ["data.n=8", "train.steps=60", "train.log_every_n_steps=10", "geometry.every_n_steps=20", "trainer.accelerator=cpu"]
 
 

@@ -1,5 +1,5 @@
-"""``protoreg sweep``: grid expansion, validation before training, batched == alone, resume,
-crash safety, refusal of a different config, and the CLI end to end (configs/paper_quick.yaml)."""
+"""``protoreg sweep`` end to end: batched == alone, resume, crash safety, refusal of a different
+config, failed runs, and the CLI (configs/paper_quick.yaml). Workflow tests: marked ``slow``."""
 
 from __future__ import annotations
 
@@ -12,22 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from protoreg.studies import alba2026
 from protoreg.sweeps import grid as G
 from protoreg.sweeps import plan as P
-from protoreg.sweeps import runner, store
-from protoreg.sweeps.table import Table
+from protoreg.sweeps import store
 from protoreg.training import train_group
-from protoreg import config as C
 from protoreg.cli import main
-from protoreg.errors import ConfigError, ProtoregError, RunDirError
+from protoreg.errors import RunDirError
 from protoreg.evaluate import METRIC_NAMES
-from protoreg.pairing import PairingWarning
+from conftest import FAST_SWEEP as FAST
+from conftest import QUICK, TrainCounter, quick, run_quiet
 from protoreg.plugins import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ROOT / "configs" / "paper_quick.yaml"
-FAST = ["train.steps=30", "train.log_every_n_steps=10", "geometry.every_n_steps=10"]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
@@ -35,130 +31,10 @@ def _no_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROTOREG_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
-@pytest.fixture(scope="module")
-def reg() -> Registry:
-    import os
-
-    old = os.environ.get("PROTOREG_DISABLE_PLUGIN_AUTOLOAD")
-    os.environ["PROTOREG_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    try:
-        return Registry.load()
-    finally:
-        if old is None:
-            del os.environ["PROTOREG_DISABLE_PLUGIN_AUTOLOAD"]
-        else:
-            os.environ["PROTOREG_DISABLE_PLUGIN_AUTOLOAD"] = old
-
-
-def quick(*overrides: str) -> C.DictConfig:
-    return C.load_config(QUICK, [*FAST, *overrides])
-
-
-def run_quiet(cfg: C.DictConfig, out: Path, reg: Registry, **kw: object) -> runner.SweepOutcome:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return runner.run_sweep(cfg, out, reg=reg, plots=False, **kw)  # type: ignore[arg-type]
-
-
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     return rows[0], rows[1:]
-
-
-class TrainCounter:
-    """An engine (``run_sweep(engine=...)``) that counts runs trained and can crash on the k-th group."""
-
-    def __init__(self, fail_on_batch: int | None = None) -> None:
-        self.runs = 0
-        self.batches = 0
-        self.fail_on_batch = fail_on_batch
-
-    def __call__(self, group, geometry, **kw):  # type: ignore[no-untyped-def]
-        self.batches += 1
-        if self.fail_on_batch is not None and self.batches == self.fail_on_batch:
-            raise RuntimeError("simulated crash")
-        self.runs += group.module.model.runs
-        return train_group(group, geometry, **kw)
-
-
-# ----------------------------------------------------------------- expansion
-def test_mask_subsets_enumerate_every_on_off_mask() -> None:
-    subsets = G.mask_subsets(["coverage", "separation", "overlap"])
-    assert len(subsets) == 8 and len(set(subsets)) == 8
-    assert subsets[0] == () and subsets[-1] == ("coverage", "separation", "overlap")
-    assert [G.mask_name(s) for s in subsets[:2]] == ["none", "coverage"]
-
-
-def test_grid_expansion_counts_names_and_settings(reg: Registry) -> None:
-    runs = G.expand(quick(), reg)
-    assert len(runs) == 8 * 2 * 2  # masks x data.n x seeds
-    names = [r.name for r in runs]
-    assert len(set(names)) == len(names)
-    assert names[0] == "none__data.n=3__seed=0"
-    assert "coverage+separation+overlap__data.n=5__seed=1" in names
-    by = {r.name: r for r in runs}
-    r = by["coverage+overlap__data.n=5__seed=1"]
-    assert r.mask == "coverage+overlap" and r.seed == 1 and r.values == {"data.n": 5}
-    assert r.cfg.data.n == 5 and r.cfg.train.seed == 1
-    assert r.cfg.losses.coverage.weight == 0.1 and r.cfg.losses.overlap.weight == 0.1
-    assert r.cfg.losses.separation.weight == 0.0  # off in this mask
-    assert r.cfg.sweep.grid == {} and r.cfg.sweep.masks == []  # an ordinary fit config
-    # seeds as an explicit list
-    runs = G.expand(quick("sweep.seeds=[4, 7]"), reg)
-    assert sorted({r.seed for r in runs}) == [4, 7] and len(runs) == 32
-    # the shipped configs
-    assert len(G.expand(C.load_config(ROOT / "configs" / "paper.yaml"), reg)) == 480
-    tau = G.expand(C.load_config(ROOT / "configs" / "tau_sweep.yaml"), reg)
-    assert len(tau) == 2 * 9 * 10 and {r.mask for r in tau} == {"none", "separation"}
-
-
-@pytest.mark.parametrize(
-    "override, key",
-    [
-        ("sweep.seeds=0", "sweep.seeds"),
-        ("sweep.masks=[coverage, nosuchloss]", "sweep.masks"),
-        ("sweep.grid={train.seed: [1, 2]}", "sweep.grid.train.seed"),
-        ("sweep.grid={data.nn: [1, 2]}", "sweep.grid.data.nn"),
-        ("sweep.grid={data.n: [3, 3]}", "sweep.grid.data.n"),
-        ("sweep.max_runs_per_batch=0", "sweep.max_runs_per_batch"),
-    ],
-)
-def test_bad_sweep_section_names_the_key(reg: Registry, override: str, key: str) -> None:
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        P.plan_sweep(quick(override), reg)
-
-
-# ----------------------------------------------------------------- validation
-def test_every_run_is_validated_before_anything_is_trained_or_written(reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    counter = TrainCounter()
-    out = tmp_path / "sw"
-    # n=1 is invalid only in its own grid cell; the valid cells come first and are not trained
-    with pytest.raises(ProtoregError, match=r"data\.n: must be >= 2, got 1") as info:
-        run_quiet(quick("sweep.grid={data.n: [3, 1]}"), out, reg, engine=counter)
-    assert "data.n=1" in str(info.value)  # names an example run
-    assert counter.runs == 0 and not out.exists()
-    # an 'on' mask loss without weight
-    with pytest.raises(ProtoregError, match=r"losses\.separation\.weight"):
-        run_quiet(quick("losses.separation.weight=0"), out, reg, engine=counter)
-    assert counter.runs == 0 and not out.exists()
-    # the CLI: exit 2, one line, nothing written
-    code = main(["sweep", "--config", str(QUICK), "--out", str(out), "sweep.grid={data.n: [3, 1]}"])
-    assert code == 2 and not out.exists()
-
-
-def test_pairing_is_one_line_and_strict_refuses(reg: Registry, tmp_path: Path) -> None:
-    with warnings.catch_warnings(record=True) as got:
-        warnings.simplefilter("always")
-        plan = P.plan_sweep(quick(), reg)
-        line = P.pairing_line(plan)
-    assert not [w for w in got if issubclass(w.category, PairingWarning)]  # none per run
-    assert line is not None and line.count("runs)") == 3  # separation, overlap, separation+overlap
-    assert set(plan.unpaired) == {"separation", "overlap", "separation+overlap"}
-    with pytest.raises(ConfigError, match=r"pairing\.strict"):
-        P.plan_sweep(quick("pairing.strict=true"), reg)
-    # coverage always on, separation on/off: every repulsor is paired, strict is fine
-    P.plan_sweep(quick("pairing.strict=true", "sweep.masks=[separation]", "losses.overlap.weight=0"), reg)
 
 
 # ----------------------------------------------------------- batched == alone
@@ -389,49 +265,3 @@ def test_tau_grid_gives_the_c4_check_and_the_tau_plot(tmp_path: Path) -> None:
         assert sum(1 for r in csv.DictReader(fh) if r["seconds"] == "0.0000") == 4
 
 
-# ---------------------------------------------------------------- the claims
-def _rows(spec: dict[tuple[str, int, str], dict[str, float]], seeds: int = 3) -> list[dict[str, str]]:
-    """Synthetic completed rows: (mask, n, tau) -> metric values (seed adds a tiny jitter)."""
-    rows = []
-    for (mask, n, tau), metrics in spec.items():
-        for s in range(seeds):
-            row = {"run": f"{mask}-{n}-{tau}-{s}", "mask": mask, "n": str(n), "seed": str(s), "status": "completed", "losses.separation.tau": tau}
-            row.update({k: repr(v + 1e-4 * s) for k, v in metrics.items()})
-            rows.append(row)
-    return rows
-
-
-def test_claim_checks_on_synthetic_results() -> None:
-    base = {"fit_mse": 0.01, "recon_error": 0.10, "specialization_ratio": 0.5, "outside_hull_frac": 0.0}
-    spec = {}
-    for n in (5, 20):
-        spec[("none", n, "0.1")] = dict(base)
-        spec[("coverage", n, "0.1")] = dict(base, recon_error=0.05, specialization_ratio=0.7)
-        spec[("overlap", n, "0.1")] = dict(base, recon_error=0.2, outside_hull_frac=0.3)
-        spec[("coverage+overlap", n, "0.1")] = dict(base, recon_error=0.08, outside_hull_frac=0.1)
-    t = Table(_rows(spec), ["data.n"], ["none", "coverage", "overlap", "coverage+overlap"])
-    var = {5: 1 / 12, 20: 1 / 12}
-    c1, c2, c3, c4 = alba2026.evaluate_claims(t, target_var=var, nominal_tau=0.1)
-    assert (c1.verdict, c2.verdict, c3.verdict, c4.verdict) == ("PASS", "PASS", "PASS", "NOT EVALUATED")
-    # coverage+overlap reconstructs best at N=20 only: C1 partial; equal specialization: C2 fails there
-    spec[("coverage+overlap", 20, "0.1")]["recon_error"] = 0.01
-    spec[("coverage", 5, "0.1")]["specialization_ratio"] = 0.5
-    spec[("coverage", 20, "0.1")]["specialization_ratio"] = 0.5
-    t = Table(_rows(spec), ["data.n"], ["none", "coverage", "overlap", "coverage+overlap"])
-    c1, c2, c3, _ = alba2026.evaluate_claims(t, target_var=var, nominal_tau=0.1)
-    assert c1.verdict == "PARTIAL" and "holds at 1 of 2 N" in c1.summary
-    assert c2.verdict == "FAIL" and "✗ (equal)" in c2.details[0]
-    # a much worse fit of the overlap-active masks breaks "fit about as well"
-    spec[("overlap", 5, "0.1")]["fit_mse"] = 0.5
-    t = Table(_rows(spec), ["data.n"], ["none", "coverage", "overlap", "coverage+overlap"])
-    assert alba2026.claim_c3(t, var).verdict == "PARTIAL"
-    # C4: separation-only expulsion over a tau grid
-    taus = ["0.01", "0.1", "1.0", "10.0"]
-    spec = {("none", 100, tau): dict(base, outside_hull_frac=0.01) for tau in taus}
-    spec.update({("separation", 100, tau): dict(base, outside_hull_frac=f) for tau, f in zip(taus, (0.0, 0.02, 0.2, 0.5))})
-    t = Table(_rows(spec), ["losses.separation.tau"], ["none", "separation"])
-    assert alba2026.claim_c4(t, 0.1).verdict == "PASS"
-    assert alba2026.claim_c4(t, 1.0).verdict == "PARTIAL"  # 0.2 is not near the baseline's 0.01
-    spec.update({("separation", 100, tau): dict(base, outside_hull_frac=f) for tau, f in zip(taus, (0.5, 0.2, 0.02, 0.0))})
-    t = Table(_rows(spec), ["losses.separation.tau"], ["none", "separation"])
-    assert alba2026.claim_c4(t, 0.1).verdict == "FAIL"  # decreasing, and far from the baseline at tau=0.1

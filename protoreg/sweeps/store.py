@@ -11,7 +11,6 @@ import contextlib
 import csv
 import io
 import re
-import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import config as C
 from ..errors import RunDirError
 from ..io import atomic_write_text
+from .. import rundir
 from ..rundir import ensure_parent
 from .grid import format_value
 from .table import to_float
@@ -34,8 +34,9 @@ LOCK = ".sweep.lock"
 TB = "tb"
 
 
-def default_out(root: str = "sweeps") -> Path:
-    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+def default_out() -> Path:
+    """``sweeps/<timestamp>``: where a sweep writes when no ``--out`` is given."""
+    return rundir.default_out("sweeps")
 
 
 #: Settings that may change between invocations on the same directory (results do not depend on them).
