@@ -159,14 +159,21 @@ def collect_losses(pm: pluggy.PluginManager | None = None) -> dict[str, LossEntr
     return registry
 
 
+def _check_registered(obj: Any, base: type, kind: str, source: str) -> str:
+    """What a plugin passed to ``register``: an instance of ``base`` with an identifier name.
+    Returns the text that names it in later errors."""
+    where = f"{kind} {getattr(obj, 'name', obj)!r} from {source}"
+    if isinstance(obj, type):
+        raise PluginError(f"{where}: register an instance, not the class {obj.__name__}")
+    if not isinstance(obj, base):
+        raise PluginError(f"{where}: expected a protoreg.{base.__name__} instance, got {type(obj).__name__}")
+    if not isinstance(obj.name, str) or not obj.name.isidentifier():
+        raise PluginError(f"{where}: name must be an identifier, got {obj.name!r}")
+    return where
+
+
 def _validate_loss(loss: Any, source: str) -> None:
-    where = f"loss {getattr(loss, 'name', loss)!r} from {source}"
-    if isinstance(loss, type):
-        raise PluginError(f"{where}: register an instance, not the class {loss.__name__}")
-    if not isinstance(loss, StructuralLoss):
-        raise PluginError(f"{where}: expected a protoreg.StructuralLoss instance, got {type(loss).__name__}")
-    if not isinstance(loss.name, str) or not loss.name.isidentifier():
-        raise PluginError(f"{where}: name must be an identifier, got {loss.name!r}")
+    where = _check_registered(loss, StructuralLoss, "loss", source)
     if loss.role not in ROLES:
         raise PluginError(f"{where}: role must be one of {', '.join(ROLES)}, got {loss.role!r}")
     if loss.pairs_with and loss.role != "repulsor":
@@ -212,13 +219,7 @@ def collect_studies(pm: pluggy.PluginManager | None = None) -> dict[str, tuple[S
 
     def make_register(source: str) -> Callable[[Study], None]:
         def register(study: Study) -> None:
-            where = f"study {getattr(study, 'name', study)!r} from {source}"
-            if isinstance(study, type):
-                raise PluginError(f"{where}: register an instance, not the class {study.__name__}")
-            if not isinstance(study, Study):
-                raise PluginError(f"{where}: expected a protoreg.Study instance, got {type(study).__name__}")
-            if not isinstance(study.name, str) or not study.name.isidentifier():
-                raise PluginError(f"{where}: name must be an identifier, got {study.name!r}")
+            _check_registered(study, Study, "study", source)
             if study.name in registry:
                 raise PluginError(f"study name {study.name!r} is registered twice: by {registry[study.name][1]} and by {source}")
             registry[study.name] = (study, source)

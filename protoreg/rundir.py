@@ -14,7 +14,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -85,7 +85,8 @@ def prototype_rows(units: "Units", dim: int | None = None) -> list[list[Any]]:
     return rows
 
 
-def csv_text(rows: Sequence[Sequence[Any]]) -> str:
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows as CSV text (``\\n`` line ends)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for row in rows:

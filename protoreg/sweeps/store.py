@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +20,7 @@ from .. import config as C
 from ..errors import RunDirError
 from ..io import atomic_write_text
 from .. import rundir
-from ..rundir import ensure_parent
+from ..rundir import csv_text, ensure_parent
 from .grid import format_value
 from .table import to_float
 
@@ -118,14 +117,6 @@ def init_files(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
         atomic_write_text(out / MANIFEST, OmegaConf.to_yaml(base))
     if not (out / RESULTS).is_file():
         atomic_write_text(out / RESULTS, csv_text([list(columns)]))
-
-
-def csv_text(rows: Iterable[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    for row in rows:
-        w.writerow(row)
-    return buf.getvalue()
 
 
 def read_header(path: Path) -> list[str]:
