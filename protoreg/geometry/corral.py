@@ -1,0 +1,176 @@
+"""State of the batched hull solver (:mod:`protoreg.geometry.solver`).
+
+:class:`_Problem` holds one solve's fixed inputs and its outputs,
+:class:`_CorralState` the parallel per-query tensors of the active set and the
+operations that touch only them: dropping finished rows, growing the slots,
+re-inversion, the affine minimiser (normal equations or least squares) and the
+Schur downdate of leaving points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._common import _F64
+from .linalg import _corral_inverse, _corral_lstsq, _rank1_update_
+
+
+@dataclass
+class _Problem:
+    """Fixed inputs of one batched solve, and its outputs.
+
+    ``p`` (Q, d) queries, ``xn`` (R, N, d) inputs, ``run`` (Q,) run of each
+    query, ``xt`` (R, d, N) transposed inputs, ``sq`` (R, N) squared input
+    norms, ``gram_flat`` the flattened Gram matrices (or ``None``), ``kcap``
+    the corral capacity ``min(N, d + 1)``.  ``ub_out``, ``lb_out`` (Q,) and
+    ``corral_out`` (Q, kcap) receive the results of finished queries;
+    ``unresolved`` counts queries finished before their stopping rule held.
+    """
+
+    p: Tensor
+    xn: Tensor
+    run: Tensor
+    xt: Tensor
+    sq: Tensor
+    gram_flat: Tensor | None
+    kcap: int
+    tol: float
+    threshold: float | None
+    ub_out: Tensor
+    lb_out: Tensor
+    corral_out: Tensor | None
+    unresolved: int = 0
+
+    def finish(self, st: _CorralState, rows: Tensor, unsure: Tensor | None = None) -> None:
+        """Write the bounds (and corrals) of state rows ``rows`` out and retire them.
+
+        ``unsure`` (bool, one per row) marks rows stopped before their stopping rule held.
+        """
+        self.ub_out[st.qid[rows]] = st.ub[rows]
+        self.lb_out[st.qid[rows]] = st.lb[rows]
+        if self.corral_out is not None:
+            self.corral_out[st.qid[rows], : st.S.shape[1]] = torch.where(st.mask[rows], st.S[rows], -1)
+        st.live[rows] = False
+        if unsure is not None:
+            self.unresolved += int(unsure.sum())
+
+
+@dataclass
+class _CorralState:
+    """Per-query solver state, one row per open (or not yet dropped) query.
+
+    Attributes
+    ----------
+    qid : (A,) long
+        Query index (into :class:`_Problem`) of each row.
+    S, mask, lam, xs, bs : (A, K), (A, K), (A, K), (A, K, d), (A, K)
+        Corral slots: input indices, slots in use, convex weights,
+        coordinates and ``<x_s, p>``.
+    Hinv, U : (A, K, K), (A, K, 2)
+        Inverse of ``H = X_S X_S^T + 1 1^T`` (identity on unused slots) and
+        ``U = Hinv [bs, 1]``.
+    major, live, stable : (A,) bool
+        Next iteration is a major step; query still open; query uses
+        least-squares corral solves.
+    ub, lb, last : (A,) float64
+        Certified bounds and the distance at the previous check.
+    """
+
+    qid: Tensor
+    S: Tensor
+    mask: Tensor
+    lam: Tensor
+    xs: Tensor
+    bs: Tensor
+    Hinv: Tensor
+    U: Tensor
+    major: Tensor
+    live: Tensor
+    stable: Tensor
+    ub: Tensor
+    lb: Tensor
+    last: Tensor
+
+    @property
+    def K(self) -> int:
+        """Number of corral slots."""
+        return self.S.shape[1]
+
+    def drop_finished(self) -> None:
+        """Keep only live rows; halve the slots when at most half are in use."""
+        keep = self.live.nonzero().squeeze(1)
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name)[keep])
+        used = int(self.mask.any(dim=0).nonzero().max()) + 1
+        if 2 * used <= self.K:
+            K = used
+            self.S, self.mask, self.lam, self.bs = (t[:, :K].contiguous() for t in (self.S, self.mask, self.lam, self.bs))
+            self.xs, self.U = self.xs[:, :K].contiguous(), self.U[:, :K].contiguous()
+            self.Hinv = self.Hinv[:, :K, :K].contiguous()
+
+    def grow(self, kcap: int) -> None:
+        """Add free slots (geometric growth, at most ``kcap`` in all)."""
+        K = self.K
+        grow = min(kcap, max(K + 1, 2 * K)) - K
+        self.S = F.pad(self.S, (0, grow))
+        self.mask = F.pad(self.mask, (0, grow))
+        self.lam = F.pad(self.lam, (0, grow))
+        self.bs = F.pad(self.bs, (0, grow))
+        self.xs = F.pad(self.xs, (0, 0, 0, grow))
+        self.U = F.pad(self.U, (0, 0, 0, grow))
+        self.Hinv = F.pad(self.Hinv, (0, grow, 0, grow))
+        tail = torch.arange(K, K + grow, device=self.Hinv.device)
+        self.Hinv[:, tail, tail] = 1.0
+
+    def refresh(self, rows: Tensor) -> None:
+        """Exact re-inversion of ``H`` for ``rows``, then two refinement steps of ``U``.
+
+        The residual of ``U = H^{-1} [bs, 1]`` is evaluated from the
+        coordinates (``H U = X_S (X_S^T U) + 1 (1^T U)`` on the used slots).
+        """
+        m, x_r = self.mask[rows], self.xs[rows]
+        h_r = _corral_inverse(x_r, m)
+        rhs = torch.stack((torch.where(m, self.bs[rows], 0.0), m.to(_F64)), dim=2)
+        u_r = torch.bmm(h_r, rhs)
+        for _ in range(2):
+            hu = torch.bmm(x_r, torch.bmm(x_r.transpose(1, 2), u_r)) + u_r.sum(1, keepdim=True)
+            hu = torch.where(m[:, :, None], hu, u_r)
+            u_r = u_r + torch.bmm(h_r, rhs - hu)
+        self.Hinv[rows] = h_r
+        self.U[rows] = u_r
+
+    def affine_minimiser(self) -> Tensor:
+        """Weights ``mu = u + t v`` of the affine minimiser of every corral, (A, K)."""
+        u, v = self.U[..., 0], self.U[..., 1]
+        t = (1.0 - u.sum(1)) / v.sum(1)
+        return torch.where(self.mask, u + t[:, None] * v, 0.0)
+
+    def lstsq(self, rows: Tensor, p: Tensor) -> Tensor:
+        """Affine minimiser weights of ``rows`` by least squares (``p`` all queries)."""
+        return _corral_lstsq(self.xs[rows], self.mask[rows], p[self.qid[rows]])
+
+    def downdate(self, drop: Tensor) -> None:
+        """Remove the slots flagged in ``drop`` (A, K) by Schur downdates.
+
+        ``Hinv -= f f^T / g``, ``U -= f U_j / g``, slot ``j`` back to identity / zero.
+        """
+        while bool(drop.any()):
+            rows = drop.any(dim=1).nonzero().squeeze(1)
+            jd = drop[rows].to(torch.int8).argmax(dim=1)
+            rr = torch.arange(rows.numel(), device=rows.device)
+            f = self.Hinv[rows, :, jd]
+            g = self.Hinv[rows, jd, jd]
+            Ur = self.U[rows]
+            Ur = Ur - f[:, :, None] * (Ur[rr, jd] / g[:, None])[:, None, :]
+            Ur[rr, jd] = 0.0
+            self.U[rows] = Ur
+            _rank1_update_(self.Hinv, rows, f, -f / g[:, None])
+            self.Hinv[rows, jd, :] = 0.0
+            self.Hinv[rows, :, jd] = 0.0
+            self.Hinv[rows, jd, jd] = 1.0
+            self.mask[rows, jd] = False
+            drop[rows, jd] = False

@@ -1,0 +1,464 @@
+"""Batched Wolfe minimum-norm-point solver: certified distances to convex hulls.
+
+Convex-hull distance
+--------------------
+For one run with inputs ``x_1, ..., x_N`` (rows of ``X``, shape ``(N, d)``)
+and a query point ``p`` the distance to the convex hull is
+
+.. math::
+
+    \\operatorname{dist}(p, \\operatorname{conv} X)
+        = \\min_{\\lambda \\in \\Delta_N} \\lVert X^\\top \\lambda - p \\rVert_2,
+    \\qquad \\Delta_N = \\{\\lambda \\ge 0,\\ \\mathbf 1^\\top \\lambda = 1\\}.
+
+In one dimension the hull is the interval ``[lo, hi]`` and the distance is
+``max(lo - p, p - hi, 0)`` exactly.  For ``d >= 2`` the problem is solved
+with Wolfe's minimum-norm-point active-set algorithm (the same family as
+Gilbert-Johnson-Keerthi), batched over all ``R * M`` queries and started at
+the nearest input:
+
+* a *corral* ``S`` of at most ``min(N, d + 1)`` affinely independent inputs
+  is kept per query, together with the explicit inverse of
+  ``H_S = X_S X_S^T + 1 1^T`` and ``U = H_S^{-1} [X_S p, 1]``, updated in
+  ``O(|S|^2)`` when a point enters (bordering) or leaves (Schur downdate);
+* a *major* step adds the Frank-Wolfe vertex
+  ``s = argmin_i <x_i, q - p>`` (``q`` the current point; it enters with the
+  exact line-search weight towards ``s``) and moves to the minimiser of
+  ``||y - p||`` over the affine hull of ``S``:
+  ``mu = u + t v`` with ``(u, v) = U`` and ``t = (1 - 1^T u) / (1^T v)``;
+* a *minor* step, taken when that affine minimiser has a non-positive
+  weight, moves towards it until a weight hits zero and drops that point.
+
+The algorithm terminates finitely in exact arithmetic and in practice needs
+a small multiple of the face dimension of iterations (``d + 1`` for interior
+points).  ``H_S`` squares the condition number of the corral, so the
+updated inverses are checked against residuals computed from the
+coordinates (refined or re-inverted), and a query whose corral becomes too
+ill-conditioned (no decrease, a corral point re-selected, a numerically
+dependent entering point) switches to backward-stable least-squares solves.
+
+Each check of a query produces two certificates from the current feasible
+point ``q = X_S^T lambda``:
+
+* upper bound ``ub = ||q - p||`` (``q`` is a convex combination);
+* lower bound ``lb = max(0, <u, p> - max_i <u, x_i>)`` with
+  ``u = (p - q) / ||p - q||`` (a separating hyperplane), which equals
+  ``ub - w / ub`` where ``w = max_i <q - x_i, q - p>`` is half the
+  Frank-Wolfe duality gap.
+
+The true distance always lies in ``[lb, ub]``; the returned distance is
+``ub`` and a query stops once ``ub - lb <= tol`` (or, when flagging, once
+``dist > threshold`` is decided).  Coordinates are centred on the bounding
+box and divided by the extent (largest bounding-box side, see
+:func:`~protoreg.geometry.hull_extent`) before solving, so all tolerances are relative to the
+extent.
+
+Implementation
+--------------
+:func:`_wolfe_bounds` runs the iteration as named phases over a
+:class:`_CorralState` (the parallel per-query tensors) and a :class:`_Problem`
+(the fixed inputs and the outputs), both in :mod:`protoreg.geometry.corral`:
+
+* :func:`_start` -- cold start at the nearest input, or a warm start from
+  hinted corrals (:meth:`_CorralState.refresh`);
+* :func:`_certify` -- bounds at the current point, the stopping rule
+  (:meth:`_Problem.finish`), the Frank-Wolfe vertex and its line-search weight;
+* :func:`_make_room` and :func:`_enter` -- the major step: the vertex enters
+  the corral (geometric growth of the slots, bordered inverse update);
+* :func:`_check_residual` -- periodic refinement / re-inversion;
+* :func:`_corral_solution` -- the affine minimiser, with the least-squares
+  fallback for ill-conditioned corrals;
+* :func:`_minor_step` -- the move towards it and the Schur downdate of
+  dropped points (:meth:`_CorralState.downdate`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._common import _F64
+from .corral import _CorralState, _Problem
+from .linalg import _rank1_update_, _rows_bmv, _run_scores
+
+# Iterations between residual checks / refinements of the corral solutions.
+_CHECK_EVERY = 8
+# Relative residual of the corral solution that triggers an exact re-inversion.
+_RESIDUAL = 1e-8
+# Certified gaps below this (in extent units) count as numerically converged.
+_EXACT_GAP = 1e-12
+# Relative Schur complement below which it is recomputed as a residual norm.
+_CANCEL = 1e-1
+# Relative Schur-complement size below which a new point is treated as
+# affinely dependent on the corral.
+_DEPENDENT = 1e-16
+
+
+# --------------------------------------------------------------------------
+# phases
+# --------------------------------------------------------------------------
+def _start(prob: _Problem, init: Tensor | None) -> _CorralState:
+    """Initial state: every query's corral is its nearest input, or its hint (``init``)."""
+    p, xn, run, sq = prob.p, prob.xn, prob.run, prob.sq
+    Q = p.shape[0]
+    device = p.device
+    near = (sq[run] - 2.0 * _run_scores(p, run, prob.xt)).argmin(dim=1)  # (Q,)
+    qid = torch.arange(Q, device=device)
+    S = near[:, None].clone()
+    mask = torch.ones(Q, 1, dtype=torch.bool, device=device)
+    lam = torch.ones(Q, 1, dtype=_F64, device=device)
+    xs = xn[run, near][:, None, :].clone()
+    bs = (xs[:, 0, :] * p).sum(-1, keepdim=True)
+    Hinv = (1.0 / (sq[run, near] + 1.0))[:, None, None].clone()
+    U = Hinv * torch.stack((bs, torch.ones_like(bs)), dim=2)  # (A, K, 2)
+    st = _CorralState(
+        qid=qid, S=S, mask=mask, lam=lam, xs=xs, bs=bs, Hinv=Hinv, U=U,
+        major=torch.ones(Q, dtype=torch.bool, device=device),
+        live=torch.ones(Q, dtype=torch.bool, device=device),
+        stable=torch.zeros(Q, dtype=torch.bool, device=device),
+        ub=torch.full((Q,), math.inf, dtype=_F64, device=device),
+        lb=torch.zeros(Q, dtype=_F64, device=device),
+        last=torch.full((Q,), math.inf, dtype=_F64, device=device),
+    )
+    if init is not None and Q > 0 and bool((init[:, 0] >= 0).any()):
+        _warm_start(prob, st, init, near)
+    return st
+
+
+def _warm_start(prob: _Problem, st: _CorralState, init: Tensor, near: Tensor) -> None:
+    """Every hinted query starts from its given corral (with a minor step from its centroid)."""
+    p, xn, run = prob.p, prob.xn, prob.run
+    Q, device = p.shape[0], p.device
+    hinted = init[:, 0] >= 0
+    K = prob.kcap
+    slot0 = torch.zeros(Q, K, dtype=torch.bool, device=device)
+    slot0[:, 0] = True
+    mask = torch.where(hinted[:, None], init >= 0, slot0)
+    S = torch.where(mask, init.clamp(min=0), 0)
+    S[:, 0] = torch.where(hinted, S[:, 0], near)
+    xs = torch.where(mask[..., None], xn[run[:, None], S], 0.0)
+    st.S, st.mask, st.xs = S, mask, xs
+    st.bs = torch.where(mask, (xs * p[:, None, :]).sum(-1), 0.0)
+    st.lam = mask.to(_F64) / mask.sum(1, keepdim=True)
+    st.Hinv = torch.eye(K, dtype=_F64, device=device).repeat(Q, 1, 1)
+    st.U = torch.zeros(Q, K, 2, dtype=_F64, device=device)
+    st.refresh(torch.arange(Q, device=device))
+    st.major = ~hinted
+
+
+def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
+    """Bounds and stopping rule of the major rows; their Frank-Wolfe vertex.
+
+    Rows that stop (or stall while already on least squares) are finished; rows
+    that stall for the first time switch to least squares and skip this major
+    step.
+
+    Returns
+    -------
+    add : (a,) long
+        Rows whose vertex enters the corral.
+    s_add : (a,) long
+        The entering input of each.
+    gamma : (a,) float64
+        Its exact line-search weight.
+    """
+    mj = (st.major & st.live).nonzero().squeeze(1)
+    if mj.numel() == 0:
+        return mj[:0], mj[:0], st.lb[:0]
+    lam, xs = st.lam, st.xs
+    q = torch.bmm(lam[mj, None, :], xs[mj]).squeeze(1) if 4 * mj.numel() < st.qid.numel() \
+        else torch.bmm(lam[:, None, :], xs).squeeze(1)[mj]  # (m, d)
+    z = q - prob.p[st.qid[mj]]
+    scores = _run_scores(z, prob.run[st.qid[mj]], prob.xt)  # (m, N)
+    # argmin + gather: the fused (values, indices) reduction is far
+    # slower on CPU for these shapes
+    s = scores.argmin(dim=1)
+    smin = scores.gather(1, s[:, None]).squeeze(1)
+    dist = torch.linalg.vector_norm(z, dim=1)
+    w = (q * z).sum(-1) - smin  # half the Frank-Wolfe gap
+    safe = torch.where(dist > 0, dist, torch.ones_like(dist))
+    lb_new = torch.where(dist > 0, (dist - w / safe).clamp(min=0.0), torch.zeros_like(dist))
+    # Wolfe's iteration decreases the distance strictly between checks
+    progress = dist < st.last[mj]
+    st.last[mj] = dist
+    ub_m = torch.fmin(st.ub[mj], dist)
+    lb_m = torch.maximum(st.lb[mj], lb_new)
+    st.ub[mj] = ub_m
+    st.lb[mj] = lb_m
+    gap = ub_m - lb_m
+    stop = (gap <= prob.tol) | (gap <= _EXACT_GAP) | (dist == 0)
+    if prob.threshold is not None:
+        stop |= (ub_m <= prob.threshold) | (lb_m > prob.threshold)
+    in_corral = ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
+    # numerical trouble (the FW vertex is already in the corral, or no
+    # decrease): switch the query to least-squares corral solves,
+    # give up when that still does not help
+    stuck = ~stop & (in_corral | ~progress)
+    again = stuck & ~st.stable[mj]
+    give_up = stuck & st.stable[mj]
+    fin = stop | give_up
+    if bool(fin.any()):
+        prob.finish(st, mj[fin], give_up[fin])
+    st.stable[mj[again]] = True
+    go = ~fin & ~again
+    add, s_add = mj[go], s[go]
+    # exact line-search step towards the new vertex (its initial
+    # weight): guarantees a decrease even when the corral solution
+    # below is inaccurate
+    step = prob.xn[prob.run[st.qid[add]], s_add] - q[go]
+    gamma = (w[go] / (step * step).sum(-1).clamp(min=1e-300)).clamp(0.0, 1.0)
+    return add, s_add, gamma
+
+
+def _make_room(
+    prob: _Problem, st: _CorralState, add: Tensor, s_add: Tensor, gamma: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A free slot for every entering vertex: grow the slots, or drop rows that have none.
+
+    When the slots are at capacity a full corral already spans the whole
+    space, so its affine minimiser is inaccurate: the row switches to least
+    squares (or finishes, when it already used them) and its vertex does not
+    enter. Returns the remaining ``(add, s_add, gamma)``.
+    """
+    if add.numel() == 0:
+        return add, s_add, gamma
+    full = st.mask[add].all(dim=1)
+    if not bool(full.any()):
+        return add, s_add, gamma
+    if st.K >= prob.kcap:
+        gone = full & st.stable[add]
+        if bool(gone.any()):
+            prob.finish(st, add[gone], gone[gone])
+        st.stable[add[full]] = True
+        return add[~full], s_add[~full], gamma[~full]
+    st.grow(prob.kcap)
+    return add, s_add, gamma
+
+
+def _enter(prob: _Problem, st: _CorralState, add: Tensor, s_add: Tensor, gamma: Tensor) -> Tensor:
+    """Major step: vertex ``s_add`` enters the first free slot of rows ``add``.
+
+    Bordered update of ``Hinv`` and ``U``; the weights become
+    ``(1 - gamma) lam`` and ``gamma`` for the new point. Returns the slot of
+    each entering point (empty when none enters).
+    """
+    if add.numel() == 0:
+        return add[:0]
+    N = prob.xn.shape[1]
+    j = (~st.mask[add]).to(torch.int8).argmax(dim=1)  # first free slot
+    r_add = prob.run[st.qid[add]]
+    xnew = prob.xn[r_add, s_add]  # (a, d)
+    if prob.gram_flat is not None:
+        lin = (r_add[:, None] * N + st.S[add]) * N + s_add[:, None]
+        hx = prob.gram_flat.take(lin)
+    else:
+        hx = _rows_bmv(st.xs, add, xnew)
+    h = torch.where(st.mask[add], hx + 1.0, 0.0)
+    eta = prob.sq[r_add, s_add] + 1.0
+    wv = _rows_bmv(st.Hinv, add, h)
+    schur = _schur_complement(st, add, xnew, h, wv, eta)
+    ar = torch.arange(add.numel(), device=add.device)
+    b_new = (xnew * prob.p[st.qid[add]]).sum(-1)
+    # U update: delta = (r_j - h^T U) / schur; U -= w delta; U_j = delta
+    r_new = torch.stack((b_new, torch.ones_like(b_new)), dim=1)  # (a, 2)
+    delta = (r_new - torch.bmm(h[:, None, :], st.U[add]).squeeze(1)) / schur[:, None]
+    Ua = st.U[add] - wv[:, :, None] * delta[:, None, :]
+    Ua[ar, j] = delta
+    st.U[add] = Ua
+    _rank1_update_(st.Hinv, add, wv, wv / schur[:, None])
+    col = -wv / schur[:, None]
+    st.Hinv[add, j, :] = col
+    st.Hinv[add, :, j] = col
+    st.Hinv[add, j, j] = 1.0 / schur
+    st.S[add, j] = s_add
+    st.mask[add, j] = True
+    st.lam[add] = st.lam[add] * (1.0 - gamma[:, None])
+    st.lam[add, j] = gamma
+    st.xs[add, j] = xnew
+    st.bs[add, j] = b_new
+    return j
+
+
+def _schur_complement(
+    st: _CorralState, add: Tensor, xnew: Tensor, h: Tensor, wv: Tensor, eta: Tensor
+) -> Tensor:
+    """Schur complement of the entering point ``xnew`` in the bordered ``H``.
+
+    It is the squared distance of ``(x_new, 1)`` from the span of the
+    corral's ``(x_s, 1)``; where the direct formula ``eta - h^T w`` cancels it
+    is evaluated as a residual norm instead (stable). Numerically (almost)
+    affinely dependent points switch their row to least squares (the inverse
+    update is then meaningless) and get ``1``.
+    """
+    schur = eta - (h * wv).sum(-1)
+    cancel = ~(schur > _CANCEL * eta)
+    if bool(cancel.any()):
+        nr = cancel.nonzero().squeeze(1)
+        rows_n = add[nr]
+        res_x = xnew[nr] - torch.bmm(wv[nr, None, :], st.xs[rows_n]).squeeze(1)
+        schur[nr] = (res_x * res_x).sum(-1) + (1.0 - wv[nr].sum(-1)) ** 2
+    dep = schur <= _DEPENDENT * eta
+    if bool(dep.any()):
+        st.stable[add[dep]] = True
+        schur = torch.where(dep, torch.ones_like(schur), schur)
+    return schur
+
+
+def _check_residual(st: _CorralState) -> None:
+    """Residual of ``U = H^{-1} [bs, 1]`` from the coordinates.
+
+    One refinement step everywhere; exact re-inversion where the relative
+    residual is large.
+    """
+    mask, xs, U = st.mask, st.xs, st.U
+    rhs = torch.stack((torch.where(mask, st.bs, 0.0), mask.to(_F64)), dim=2)
+    hu = torch.bmm(xs, torch.bmm(xs.transpose(1, 2), U)) + U.sum(1, keepdim=True)
+    hu = torch.where(mask[:, :, None], hu, U)
+    res = rhs - hu
+    scale = torch.maximum(rhs.abs().amax(1), hu.abs().amax(1)).clamp(min=1e-300)
+    rel = (res.abs().amax(1) / scale).amax(1)
+    U.add_(torch.bmm(st.Hinv, res))
+    stale = st.live & ~st.stable & ~(rel <= _RESIDUAL)
+    if bool(stale.any()):
+        st.refresh(stale.nonzero().squeeze(1))
+
+
+def _corral_solution(prob: _Problem, st: _CorralState, add: Tensor, j: Tensor) -> Tensor:
+    """Affine minimiser weights ``mu`` (A, K) of every corral.
+
+    From ``U`` (normal equations), by least squares for the rows flagged
+    ``stable``, and for rows whose just-entered point ``j`` did not receive
+    positive weight (in exact arithmetic it does: the solve is inaccurate).
+    """
+    mu = st.affine_minimiser()
+    ls = (st.stable & st.live).nonzero().squeeze(1)
+    if ls.numel() > 0:
+        mu[ls] = st.lstsq(ls, prob.p)
+    if add.numel() > 0:
+        bad = mu[add, j] <= 0
+        if bool(bad.any()):
+            newly = add[bad & ~st.stable[add]]
+            if newly.numel() > 0:
+                st.stable[newly] = True
+                mu[newly] = st.lstsq(newly, prob.p)
+    return mu
+
+
+def _minor_step(st: _CorralState, mu: Tensor) -> None:
+    """Move to ``mu``, or towards it until the first weight reaches zero and drop that point.
+
+    Rows whose ``mu`` is positive (or that are finished) take a major step next.
+    """
+    mask, lam = st.mask, st.lam
+    positive = ((mu > 0) | ~mask).all(dim=1) | ~st.live
+    ratio = torch.where(mask & (mu <= 0), lam / (lam - mu).clamp(min=1e-300), math.inf)
+    kmin = ratio.argmin(dim=1)
+    theta = ratio.gather(1, kmin[:, None]).squeeze(1)
+    theta = torch.where(positive, torch.ones_like(theta), theta.clamp(0.0, 1.0))
+    lam_new = lam + theta[:, None] * (mu - lam)
+    lam_new = torch.where(mask, lam_new.clamp(min=0.0), 0.0)
+    slots = torch.arange(st.K, device=mu.device)
+    drop = ~positive[:, None] & mask & ((lam_new <= 0) | (slots == kmin[:, None]))
+    lam_new = torch.where(drop, 0.0, lam_new)
+    st.lam = lam_new / lam_new.sum(1, keepdim=True)
+    st.major = positive
+    st.downdate(drop)
+
+
+# --------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------
+def _wolfe_bounds(
+    p: Tensor,
+    xn: Tensor,
+    run: Tensor,
+    gram: Tensor | None,
+    *,
+    tol: float,
+    threshold: float | None,
+    max_iter: int,
+    corral_out: Tensor | None = None,
+    init: Tensor | None = None,
+) -> tuple[Tensor, Tensor, int, int]:
+    """Certified bounds on ``dist(p[a], conv xn[run[a]])`` for every query.
+
+    Wolfe's minimum-norm-point iteration (see the module docstring), batched.
+    Per query the state is a corral of ``K`` slots (``S`` input indices,
+    ``mask`` in use, ``lam`` convex weights, ``xs`` coordinates,
+    ``bs = <x_s, p>``), the inverse ``Hinv`` of ``H = X_S X_S^T + 1 1^T``
+    (identity on unused slots) and ``U = Hinv [bs, 1]`` (``(K, 2)``), from
+    which the affine minimiser is ``mu = u + t v``,
+    ``t = (1 - 1^T u) / (1^T v)``.  ``Hinv`` and ``U`` are updated in
+    ``O(K^2)`` resp. ``O(K)`` per entering / leaving point and recomputed
+    from scratch when a residual check fails.
+
+    Parameters
+    ----------
+    p : Tensor, shape (Q, d), float64
+        Finite, normalised query points.
+    xn : Tensor, shape (R, N, d), float64
+        Finite, normalised inputs (``N >= 1``).
+    run : Tensor, shape (Q,), long, sorted ascending
+        Run of each query.
+    gram : Tensor, shape (R, N, N), float64, or None
+        ``xn xn^T`` for O(1) look-ups of inner products (computed on the fly
+        when ``None``).
+    tol : float
+        Stop a query once ``ub - lb <= tol``.
+    threshold : float or None
+        Decision mode: additionally stop once ``ub <= threshold`` or
+        ``lb > threshold`` (the comparison ``dist > threshold`` is decided).
+    max_iter : int
+        Maximum number of (major or minor) iterations.
+    corral_out : Tensor, shape (Q, min(N, d + 1)), long, optional
+        Filled with each query's final corral (input indices, ``-1`` for
+        unused slots): a warm start for the next call (:class:`HullWarmStart`).
+    init : Tensor, shape (Q, min(N, d + 1)), long, optional
+        A starting corral per query (used slots first, ``-1`` unused; a row
+        starting with ``-1`` starts cold at its nearest input). Hinted rows
+        begin with a minor step from the corral's centroid. Any hint is safe:
+        the bounds are certified from the iterates whatever the start.
+
+    Returns
+    -------
+    ub, lb : Tensor, shape (Q,), float64
+        ``lb <= dist <= ub``.
+    iterations : int
+        Iterations performed.
+    unresolved : int
+        Queries stopped by ``max_iter`` or numerical stalling before their
+        stopping rule was met.
+    """
+    Q = p.shape[0]
+    ub_out = torch.full((Q,), math.inf, dtype=_F64, device=p.device)
+    lb_out = torch.zeros(Q, dtype=_F64, device=p.device)
+    if Q == 0:
+        return ub_out, lb_out, 0, 0
+    N, d = xn.shape[1], xn.shape[2]
+    prob = _Problem(
+        p=p, xn=xn, run=run, xt=xn.transpose(1, 2), sq=(xn * xn).sum(-1),
+        gram_flat=gram.reshape(-1) if gram is not None else None, kcap=min(N, d + 1),
+        tol=tol, threshold=threshold, ub_out=ub_out, lb_out=lb_out, corral_out=corral_out,
+    )
+    st = _start(prob, init)
+    it = 0
+    while it < max_iter:
+        n_live = int(st.live.sum())
+        if n_live == 0:
+            break
+        if 4 * n_live <= 3 * st.qid.numel():
+            st.drop_finished()
+        it += 1
+        add, s_add, gamma = _certify(prob, st)
+        add, s_add, gamma = _make_room(prob, st, add, s_add, gamma)
+        j = _enter(prob, st, add, s_add, gamma)
+        if it % _CHECK_EVERY == 0:
+            _check_residual(st)
+        mu = _corral_solution(prob, st, add, j)
+        _minor_step(st, mu)
+    rest = st.live.nonzero().squeeze(1)
+    if rest.numel() > 0:
+        prob.finish(st, rest, torch.ones_like(rest, dtype=torch.bool))
+    return ub_out, lb_out, it, prob.unresolved
