@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .errors import RunDirError
-from .evaluate import METRIC_NAMES, evaluate
+from .evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate
 from .model import GaussianMLP
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 
@@ -48,7 +48,10 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     ckpt = load_checkpoint(run_dir / "checkpoints" / CHECKPOINT_NAME)
     state = ckpt["state_dict"]
     if "x" not in state or "y" not in state:
-        raise RunDirError(f"{run_dir}: checkpoint holds no training data")
+        raise RunDirError(
+            f"{run_dir}: the run was saved without its training data (output.save_data=false): hull distances, "
+            "outside-hull flags and reconstruction metrics cannot be computed; the prototypes are in prototypes.csv"
+        )
     try:
         cfg = OmegaConf.load(run_dir / "config.yaml")
         rel_tol = float(OmegaConf.select(cfg, "geometry.rel_tol", default=1e-6))
@@ -57,6 +60,9 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     model = model_from_state(state)
     x, y = state["x"].to(model.v.dtype), state["y"].to(model.v.dtype)
     ev = evaluate(model, x, y, rel_tol=rel_tol)
+    image_shape = _image_shape(run_dir)
+    if image_shape is not None:
+        ev = ev.with_images(x, image_shape)
     expelled = [-1] * model.width
     for key, cb_state in (ckpt.get("callbacks") or {}).items():
         if str(key).startswith("GeometryCallback") and cb_state.get("expelled_at") is not None:
@@ -93,6 +99,14 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _image_shape(run_dir: Path) -> tuple[int, ...] | None:
+    try:
+        shape = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("image_shape")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tuple(int(s) for s in shape) if isinstance(shape, list) and shape else None
+
+
 def _pos(u: dict[str, Any], dim: int) -> str:
     if dim <= 3:
         return ", ".join(f"{v:.4g}" for v in u["position"])
@@ -120,6 +134,6 @@ def run_check(run_dir: Path, *, as_json: bool = False) -> int:
         for r in rows:
             print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
         m = report["metrics"]
-        print(" ".join(f"{k}={m[k]:.4g}" for k in METRIC_NAMES if k in m))
+        print(" ".join(f"{k}={m[k]:.4g}" for k in (*METRIC_NAMES, *IMAGE_METRIC_NAMES) if m.get(k) is not None))
         print(report["verdict"])
     return 1 if report["outside"] else 0

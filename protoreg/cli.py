@@ -86,6 +86,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         f"  fit_mse={_fmt(m['fit_mse'])} recon_error={_fmt(m['recon_error'])} "
         f"specialization_ratio={_fmt(m['specialization_ratio'])} outside_hull_frac={_fmt(m['outside_hull_frac'])}"
     )
+    if m.get("recon_ssim") is not None:
+        print(f"  recon_ssim={_fmt(m['recon_ssim'])} recon_ncc={_fmt(m['recon_ncc'])} recon_ssim_frac={_fmt(m['recon_ssim_frac'])}")
     if run.reason:
         code = run.exit_code
         stream = sys.stderr if code else sys.stdout

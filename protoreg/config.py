@@ -24,12 +24,14 @@ from .plugins import LossEntry
 class DataConfig:
     """``data.*``: which inputs and targets to train on."""
 
-    name: str = "uniform"  #: a registered dataset (``protoreg plugins`` lists them); ``file`` when ``path`` is set
-    n: int = 20  #: number of points (generated datasets)
-    dim: int = 1  #: input dimension d (generated datasets)
+    name: str = "uniform"  #: a registered dataset (``protoreg plugins`` lists them: uniform, digits, moons, circles, blobs, ...); ``file`` when ``path`` is set
+    n: Optional[int] = 20  #: number of points; null = every image (``digits`` only)
+    dim: int = 1  #: input dimension d (uniform; moons, circles and blobs are 2-D, digits 64-D)
     low: float = 0.0  #: lower edge of the input box (uniform)
     high: float = 1.0  #: upper edge of the input box (uniform)
-    target: str = "random"  #: ``random`` | ``sin`` (uniform)
+    target: Optional[str] = None  #: null = the dataset's own: uniform ``random`` (or ``sin``), digits ``onehot`` (or ``label``), moons/circles/blobs ``label`` (or ``onehot``)
+    classes: Optional[List[int]] = None  #: digits to keep, e.g. ``[0, 1, 7]`` (digits only); null = all ten
+    noise: Optional[float] = None  #: noise of moons (null = 0.1) and circles (0.05), ``cluster_std`` of blobs (1.0)
     path: Optional[str] = None  #: CSV (header row), .npy or .npz file; selects the ``file`` dataset
     targets: Optional[List[Any]] = None  #: target columns of a file (names or indices); default: last column
     seed: Optional[int] = None  #: data seed; null = ``train.seed``
@@ -74,6 +76,13 @@ class PairingConfig:
 
 
 @dataclass
+class OutputConfig:
+    """``output.*``: what a run directory keeps besides metrics and prototypes."""
+
+    save_data: bool = True  #: keep the training data: ``data.npz`` and the checkpoint's copy (``check`` needs it)
+
+
+@dataclass
 class SweepConfig:
     """``sweep.*``: grids of runs for ``protoreg sweep``."""
 
@@ -105,8 +114,12 @@ class Config:
     trainer: Dict[str, Any] = field(default_factory=_default_trainer)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
+
+#: Input dimension of the built-in datasets whose dimension is fixed (the others use ``data.dim``).
+FIXED_DIMS: dict[str, int] = {"digits": 64, "moons": 2, "circles": 2, "blobs": 2}
 
 #: Trainer arguments protoreg sets itself; users set the protoreg key instead.
 RESERVED_TRAINER_KEYS: dict[str, str] = {
@@ -193,19 +206,51 @@ def validate(
     p: list[str] = []
     d, m, t, g = cfg.data, cfg.model, cfg.train, cfg.geometry
 
+    from .data import DIGITS_CLASS_COUNTS, NOISE_DEFAULTS, TARGETS
+
+    dname = "file" if d.path is not None else d.name
     if d.path is None and d.name not in datasets:
         p.append(f"data.name: unknown dataset {d.name!r}; registered: {', '.join(sorted(datasets))}")
-    if d.path is None:
-        if d.n < 2:
-            p.append(f"data.n: must be >= 2, got {d.n}")
-        if d.dim < 1:
-            p.append(f"data.dim: must be >= 1, got {d.dim}")
-        if not (_num(d.low) and _num(d.high) and d.low < d.high):
-            p.append(f"data.high: must be > data.low, got low={d.low}, high={d.high}")
-        if d.target not in ("random", "sin"):
-            p.append(f"data.target: expected 'random' or 'sin', got {d.target!r}")
-    elif d.name not in ("uniform", "file"):
+    if d.path is not None and d.name not in ("uniform", "file"):
         p.append(f"data.path: set together with data.name={d.name!r}; a path selects the 'file' dataset")
+    builtin = dname in TARGETS  # uniform, digits, moons, circles, blobs: values checked here
+    classes_ok = True
+    if d.classes is not None:
+        if dname != "digits":
+            p.append(f"data.classes: only the 'digits' dataset keeps classes; this config uses {dname!r}")
+        elif len(d.classes) == 0:
+            p.append("data.classes: empty; list digits 0..9 to keep, or null for all ten")
+        bad = [c for c in d.classes if not 0 <= c <= 9]
+        if bad:
+            p.append(f"data.classes: {', '.join(map(str, bad))} not a digit 0..9")
+        dup = sorted({c for c in d.classes if list(d.classes).count(c) > 1})
+        if dup:
+            p.append(f"data.classes: lists {', '.join(map(str, dup))} more than once")
+        classes_ok = dname == "digits" and len(d.classes) > 0 and not bad and not dup
+    if d.noise is not None:
+        if dname in ("uniform", "digits", "file"):
+            p.append(f"data.noise: the {dname!r} dataset has no noise (only {', '.join(NOISE_DEFAULTS)} do)")
+        elif not (_num(d.noise) and d.noise >= 0):
+            p.append(f"data.noise: must be >= 0 or null, got {d.noise}")
+    if d.path is None:
+        if d.n is None:
+            if dname != "digits":
+                p.append(f"data.n: null (every image) is only for 'digits'; the {dname!r} dataset needs a number of points")
+        elif d.n < 2:
+            p.append(f"data.n: must be >= 2, got {d.n}")
+        elif dname == "digits" and classes_ok:
+            kept = DIGITS_CLASS_COUNTS if d.classes is None else [DIGITS_CLASS_COUNTS[c] for c in d.classes]
+            if d.n > sum(kept):
+                within = "" if d.classes is None else f" of digits {list(d.classes)}"
+                p.append(f"data.n: {d.n} is more than the {sum(kept)} images 'digits' has{within} (null takes them all)")
+        if dname == "uniform" or not builtin:  # digits and the 2-D sets ignore dim, low and high
+            if d.dim < 1:
+                p.append(f"data.dim: must be >= 1, got {d.dim}")
+            if not (_num(d.low) and _num(d.high) and d.low < d.high):
+                p.append(f"data.high: must be > data.low, got low={d.low}, high={d.high}")
+        if builtin and d.target is not None and d.target not in TARGETS[dname]:
+            allowed = " or ".join(repr(x) for x in TARGETS[dname])
+            p.append(f"data.target: expected {allowed} for dataset {dname!r}, got {d.target!r}")
     if d.seed is not None and d.seed < 0:
         p.append(f"data.seed: must be >= 0, got {d.seed}")
 
@@ -213,8 +258,9 @@ def validate(
         p.append(f"model.width: must be >= 1 or null (= N), got {m.width}")
     if m.parameterization not in ("auto", "affine", "radial"):
         p.append(f"model.parameterization: expected auto, affine or radial, got {m.parameterization!r}")
-    elif m.parameterization == "affine" and d.path is None and d.dim > 1:
-        p.append(f"model.parameterization: 'affine' has no point prototype for data.dim={d.dim} > 1; use radial")
+    elif m.parameterization == "affine" and d.path is None and FIXED_DIMS.get(d.name, d.dim) > 1:
+        dims = FIXED_DIMS.get(d.name, d.dim)
+        p.append(f"model.parameterization: 'affine' has no point prototype for {dims}-D inputs (data.name={d.name}); use radial")
     if m.init not in ("uniform", "samples"):
         p.append(f"model.init: expected uniform or samples, got {m.init!r}")
     if not (_num(m.init_width) and m.init_width > 0):

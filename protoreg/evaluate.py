@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import torch
 
@@ -25,6 +26,9 @@ METRIC_NAMES: tuple[str, ...] = (
 
 #: Metrics that count units (integers).
 COUNT_METRICS: tuple[str, ...] = ("duplicate_prototypes", "dead_units")
+
+#: Per-run image metrics, for data whose inputs are images (``image_shape``); None otherwise.
+IMAGE_METRIC_NAMES: tuple[str, ...] = ("recon_ssim", "recon_ncc", "recon_ssim_frac")
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,23 @@ class Evaluation:
     hull_distance: torch.Tensor
     outside: torch.Tensor
     wins: torch.Tensor
+    #: (R,) tensors under :data:`IMAGE_METRIC_NAMES` for image data (see :meth:`with_images`)
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def metrics(self, run: int) -> dict[str, float | int]:
-        """The scalar metrics of one run as plain Python numbers."""
-        return {key: int(v[run]) if key in COUNT_METRICS else float(v[run]) for key, v in self.scalars.items()}
+    def metrics(self, run: int) -> dict[str, float | int | None]:
+        """The scalar metrics of one run as plain Python numbers; image metrics are None
+        unless the inputs are images."""
+        out: dict[str, float | int | None] = {key: int(v[run]) if key in COUNT_METRICS else float(v[run]) for key, v in self.scalars.items()}
+        for key in IMAGE_METRIC_NAMES:
+            out[key] = float(self.images[key][run]) if key in self.images else None
+        return out
+
+    def with_images(self, x: torch.Tensor, image_shape: Sequence[int]) -> "Evaluation":
+        """This evaluation plus the image metrics of the prototypes against the training images
+        ``x`` (R, N, d) of shape ``image_shape`` (see :func:`protoreg.metrics.image_metrics`)."""
+        from .metrics import image_metrics
+
+        return replace(self, images=image_metrics(self.positions, x.detach().cpu(), tuple(image_shape)))
 
 
 @torch.no_grad()

@@ -38,9 +38,13 @@ def protoreg_register_datasets(register: Callable[..., None]) -> None:
     Called once per plugin when the dataset registry is built.
 
     :param register: ``register(name, loader)``, where ``loader(cfg, seed)`` receives the
-        ``data`` config section (a mapping with ``n``, ``dim``, ``low``, ``high``, ``target``,
-        ``path``, ``targets``) and the integer data seed, and returns ``(X, y)``: float numpy
-        arrays of shapes ``(N, d)`` and ``(N, k)``. It should raise
+        ``data`` config section as a plain dict (``n``, which may be null, ``dim``, ``low``,
+        ``high``, ``target``, which is null unless set, ``classes``, ``noise``, ``path``,
+        ``targets``, ``seed``) and the integer data seed, and returns ``(X, y)`` or
+        ``(X, y, info)``: float numpy arrays of shapes ``(N, d)`` and ``(N, k)``, and an optional
+        mapping of which protoreg reads only ``image_shape``, a tuple of 1 to 3 positive ints
+        whose product is d that each input row reshapes to (e.g. ``(8, 8)``). Results are checked
+        with :func:`protoreg.data.validate_loaded`. It should raise
         :class:`protoreg.errors.DataError` for bad input. Duplicate names are an error.
     :return: nothing; return values are ignored.
     """

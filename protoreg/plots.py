@@ -127,3 +127,40 @@ def prototype_figure(
         ax2.set_title("trajectories (red: left the hull)")
     fig.tight_layout()
     return fig
+
+
+def reconstruction_figure(
+    x: np.ndarray, prototypes: np.ndarray, image_shape: Sequence[int], *, shown: int = 12, title: str = ""
+) -> Figure:
+    """Training images next to their matched prototypes, sorted by SSIM: the ``shown // 2`` best
+    and the ``shown // 2`` worst pairs (all of them when there are few).
+
+    ``x`` (N, d) training images and ``prototypes`` (M, d), flattened, d = prod(image_shape); the
+    matching is the one of ``recon_error`` (:func:`protoreg.metrics.matched_image_pairs`). Each
+    pair is drawn as [training image | prototype] on a grey scale clipped to [0, 1], with its SSIM.
+    """
+    from .metrics import matched_image_pairs
+
+    shape = tuple(int(s) for s in image_shape)
+    pairs = matched_image_pairs(np.asarray(prototypes, dtype=float), np.asarray(x, dtype=float), shape)
+    if len(pairs) > shown:
+        half = shown // 2
+        picked = list(pairs[:half]) + list(pairs[-(shown - half):])
+    else:
+        picked = list(pairs)
+    cols = min(6, max(1, len(picked)))
+    rows = max(1, -(-len(picked) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.25 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (i, j, ssim) in zip(axes.flat, picked):
+        img = np.asarray(x[i], dtype=float).reshape(shape[:2] if len(shape) >= 2 else (1, -1))
+        proto = np.nan_to_num(np.asarray(prototypes[j], dtype=float), nan=0.0, posinf=1.0, neginf=0.0).reshape(img.shape)
+        gap = np.full((img.shape[0], 1), np.nan)
+        ax.imshow(np.clip(np.hstack([img, gap, proto]), 0, 1), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"#{i}  SSIM {ssim:.2f}", fontsize=7)
+    n_best = min(len(picked), shown // 2) if len(pairs) > shown else len(picked)
+    head = title or "training image | matched prototype"
+    fig.suptitle(f"{head} (best {n_best} and worst {len(picked) - n_best} of {len(pairs)} pairs by SSIM)" if len(pairs) > shown else head, fontsize=8)
+    fig.tight_layout()
+    return fig

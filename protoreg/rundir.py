@@ -29,6 +29,8 @@ CONFIG = "config.yaml"
 METRICS = "metrics.json"
 PROTOTYPES = "prototypes.csv"
 FIGURE = "prototypes.png"
+DATA = "data.npz"
+RECONSTRUCTIONS = "reconstructions.png"
 #: Columns of a prototype row after the coordinates ``p0..p{d-1}``.
 PROTOTYPE_TAIL: tuple[str, ...] = ("outside_hull", "hull_distance", "expelled_at_step", "wins")
 
@@ -100,7 +102,8 @@ def write_run(stage: Path, spec: "RunSpec", outcome: "GroupOutcome", run: int = 
 
     ``metrics.json`` holds every metric, the run's shape, seed, steps, active losses with their
     settings, ``status`` and, unless completed, ``reason`` (and ``stopped_at_step`` for a run
-    stopped by the geometry check).
+    stopped by the geometry check). ``data.npz`` holds exactly the training data (unless
+    ``output.save_data`` is false); image data also get ``reconstructions.png``.
     """
     res = outcome.runs[run]
     atomic_write_text(stage / CONFIG, OmegaConf.to_yaml(spec.cfg))
@@ -119,10 +122,32 @@ def write_run(stage: Path, spec: "RunSpec", outcome: "GroupOutcome", run: int = 
     )
     if res.reason:
         metrics["reason"] = res.reason
+    if spec.image_shape is not None:
+        metrics["image_shape"] = list(spec.image_shape)
     atomic_write_json(stage / METRICS, metrics)
+    if bool(OmegaConf.select(spec.cfg, "output.save_data", default=True)):
+        write_data(stage / DATA, spec.x, spec.y, spec.image_shape)
     atomic_write_text(stage / PROTOTYPES, csv_text([prototype_header(res.prototypes.shape[1]), *prototype_rows(res.units)]))
     _save_figure(outcome.figure(run), stage / FIGURE)
+    if spec.image_shape is not None:
+        from .plots import reconstruction_figure
+
+        _save_figure(reconstruction_figure(spec.x, res.prototypes, spec.image_shape), stage / RECONSTRUCTIONS)
     return metrics
+
+
+def write_data(path: Path, x: np.ndarray, y: np.ndarray, image_shape: Sequence[int] | None = None) -> None:
+    """``data.npz``: arrays ``x`` (N, d) and ``y`` (N, k) (and ``image_shape``), written atomically."""
+    arrays: dict[str, np.ndarray] = {"x": np.asarray(x), "y": np.asarray(y)}
+    if image_shape is not None:
+        arrays["image_shape"] = np.asarray(image_shape, dtype=np.int64)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _save_figure(fig: Any, path: Path) -> None:

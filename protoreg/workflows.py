@@ -202,7 +202,8 @@ def load_data(*overrides: str, config: str | Path | None = None, plugins: Sequen
     reg = reg or Registry.load(plugins=plugins)
     cfg = C.load_config(config, overrides)
     C.validate(cfg, reg.losses, reg.datasets, check_trainer=False)
-    return _load(cfg, reg)
+    x, y, _ = _load(cfg, reg)
+    return x, y
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -10,7 +10,7 @@ import pytest
 
 from protoreg import config, hookspecs
 from protoreg.cli import COMMANDS
-from protoreg.evaluate import METRIC_NAMES
+from protoreg.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -51,14 +51,14 @@ def test_every_command_is_documented(command):
     assert f"protoreg {command}" in text("cli.md")
 
 
-@pytest.mark.parametrize("metric", METRIC_NAMES)
+@pytest.mark.parametrize("metric", METRIC_NAMES + IMAGE_METRIC_NAMES)
 def test_every_metric_is_documented(metric):
     assert f"`{metric}`" in text("index.md")
 
 
 def test_tensorboard_tags_documented():
     guide = text("index.md")
-    for tag in ("loss/fit", "loss/total", "metric/recon_error", "geometry/outside_hull_frac", "geometry/prototype_positions"):
+    for tag in ("loss/fit", "loss/total", "metric/recon_error", "geometry/outside_hull_frac", "geometry/prototype_positions", "images/reconstructions"):
         assert tag in guide
 
 

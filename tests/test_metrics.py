@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from protoreg.geometry import outside_hull_frac
-from protoreg.metrics import fit_mse, recon_error, specialization_ratio
+from protoreg.metrics import (
+    fit_mse,
+    image_metrics,
+    matched_image_pairs,
+    matching,
+    pair_ncc,
+    pair_ssim,
+    recon_error,
+    specialization_ratio,
+)
 
 
 def brute_recon(p: np.ndarray, x: np.ndarray) -> float:
@@ -80,3 +90,284 @@ def test_fit_mse_and_outside_interval():
     x = torch.tensor([[[0.0], [1.0], [0.5]]])
     p = torch.tensor([[[-0.1], [0.0], [1.0], [math.inf], [0.3]]])
     assert float(outside_hull_frac(p, x)[0]) == pytest.approx(2 / 5)  # the 1-D exact interval test
+
+
+# ---------------------------------------------------------------------------------------------
+# matching and image metrics, against an independent plain-numpy reference
+
+
+def brute_matching(p: np.ndarray, x: np.ndarray) -> list[tuple[int, int]]:
+    """Optimal (proto, sample) pairs by enumeration; non-finite prototypes are a last resort."""
+    m, n = len(p), len(x)
+    d = np.sqrt(((p[:, None] - x[None]) ** 2).sum(-1))
+    d = np.where(np.isfinite(d), d, 1e6)  # data in [0, 1]: any finite pair is far cheaper
+    best, best_pairs = math.inf, []
+    if m <= n:
+        for cols in itertools.permutations(range(n), m):
+            pairs = list(zip(range(m), cols))
+            cost = sum(d[i, j] for i, j in pairs)
+            if cost < best:
+                best, best_pairs = cost, pairs
+    else:
+        for rows in itertools.permutations(range(m), n):
+            pairs = sorted(zip(rows, range(n)))
+            cost = sum(d[i, j] for i, j in pairs)
+            if cost < best:
+                best, best_pairs = cost, pairs
+    return best_pairs
+
+
+def ref_ssim(a: np.ndarray, b: np.ndarray, win: int = 7) -> float:
+    """SSIM of Wang et al. 2004 with scikit-image's defaults (uniform window, sample covariance,
+    data_range 1), averaged over every window lying fully inside the image, which is what
+    skimage's ``crop(S, (win - 1) // 2)`` of the centred filter output keeps."""
+    k1, k2, data_range = 0.01, 0.03, 1.0
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    if not np.isfinite(a).all():
+        return 0.0
+    vals = []
+    for i in range(a.shape[0] - win + 1):
+        for j in range(a.shape[1] - win + 1):
+            wa, wb = a[i : i + win, j : j + win].ravel(), b[i : i + win, j : j + win].ravel()
+            ma, mb = wa.mean(), wb.mean()
+            va, vb = wa.var(ddof=1), wb.var(ddof=1)
+            cov = ((wa - ma) * (wb - mb)).sum() / (wa.size - 1)
+            vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def ref_ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel(), b.ravel()
+    if not np.isfinite(a).all() or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def ref_image_metrics(p: np.ndarray, x: np.ndarray, shape, threshold: float) -> dict[str, float]:
+    pairs = brute_matching(p, x)
+    ssim = [ref_ssim(p[i].reshape(shape), x[j].reshape(shape)) for i, j in pairs]
+    ncc = [ref_ncc(p[i], x[j]) for i, j in pairs]
+    return {
+        "recon_ssim": float(np.mean(ssim)),
+        "recon_ncc": float(np.mean(ncc)),
+        "recon_ssim_frac": sum(s >= threshold for s in ssim) / len(x),
+    }
+
+
+def noisy_prototypes(rng, x: np.ndarray, m: int) -> np.ndarray:
+    """Prototypes near shuffled training images, with noise levels from none to large, so SSIMs
+    spread over (-1, 1] instead of all sitting near 0."""
+    src = x[rng.permutation(len(x))[:m]] if m <= len(x) else x[rng.integers(0, len(x), m)]
+    sigma = rng.uniform(0, 0.6, size=(m, 1))
+    return np.clip(src + sigma * rng.normal(size=src.shape), 0, 1)
+
+
+def assert_matches_reference(p: np.ndarray, x: np.ndarray, shape, threshold: float = 0.5) -> None:
+    got = image_metrics(torch.tensor(p), torch.tensor(x), shape, ssim_threshold=threshold)
+    assert set(got) == {"recon_ssim", "recon_ncc", "recon_ssim_frac"}
+    for r in range(len(p)):
+        want = ref_image_metrics(p[r], x[r], shape, threshold)
+        for key, value in want.items():
+            assert got[key].dtype == torch.float64 and got[key].shape == (len(p),)
+            assert float(got[key][r]) == pytest.approx(value, abs=1e-10), key
+
+
+@pytest.mark.parametrize("m,n,dim", [(4, 4, 2), (3, 5, 1), (5, 3, 2), (6, 6, 3)])
+@pytest.mark.parametrize("seed", range(3))
+def test_matching_equals_brute_force_and_drives_recon_error(m, n, dim, seed):
+    rng = np.random.default_rng(seed)
+    p, x = rng.normal(size=(m, dim)), rng.normal(size=(n, dim))
+    rows, cols, dist = matching(p, x)
+    brute = brute_matching(p, x)
+    assert len(set(cols.tolist())) == len(cols) == min(m, n) and rows.tolist() == sorted(set(rows.tolist()))
+    assert dist.sum() == pytest.approx(sum(np.linalg.norm(p[i] - x[j]) for i, j in brute), rel=1e-12)
+    if dim > 1:  # in 1-D equal-cost matchings are common; otherwise the optimum is unique
+        assert sorted(zip(rows.tolist(), cols.tolist())) == brute
+    np.testing.assert_allclose(dist, np.linalg.norm(p[rows] - x[cols], axis=1), rtol=1e-12)
+    # recon_error is exactly the mean of the matching's distances
+    assert float(recon_error(torch.tensor(p[None]), torch.tensor(x[None]))[0]) == float(dist.mean())
+
+
+def test_matching_leaves_non_finite_prototypes_unmatched_when_possible():
+    x = np.array([[0.0], [1.0]])
+    rows, cols, dist = matching(np.array([[0.0], [math.nan], [0.9]]), x)
+    assert rows.tolist() == [0, 2] and cols.tolist() == [0, 1]
+    np.testing.assert_allclose(dist, [0.0, 0.1])
+    rows, cols, dist = matching(np.array([[0.0], [math.inf]]), x)
+    assert rows.tolist() == [0, 1] and math.isinf(dist[1])
+
+
+def test_identical_images_give_ssim_and_ncc_one():
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 5, 64))
+    got = image_metrics(torch.tensor(x), torch.tensor(x), (8, 8))
+    for key in ("recon_ssim", "recon_ncc", "recon_ssim_frac"):
+        torch.testing.assert_close(got[key], torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert pair_ssim(x[0, 0].reshape(8, 8), x[0, 0].reshape(8, 8)) == pytest.approx(1.0, abs=1e-12)
+    assert pair_ncc(x[0, 0], x[0, 0]) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_cases_agree_with_reference(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((2, 5, 64))
+    p = np.stack([noisy_prototypes(rng, x[0], 5), rng.random((5, 64))])  # near-copies, pure noise
+    assert_matches_reference(p, x, (8, 8))
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (7, 9), (10, 7), (12, 12)])
+@pytest.mark.parametrize("seed", range(3))
+def test_pair_ssim_is_skimage_and_reference(shape, seed):
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(seed)
+    a = rng.random(shape)
+    b = np.clip(a + rng.uniform(0, 0.5) * rng.normal(size=shape), 0, 1)
+    got = pair_ssim(a, b)
+    assert got == structural_similarity(a, b, win_size=7, data_range=1)  # exactly, same call
+    assert got == pytest.approx(ref_ssim(a, b), abs=1e-10)
+    assert pair_ncc(a, b) == pytest.approx(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]), abs=1e-12)
+
+
+@pytest.mark.parametrize("m,n", [(3, 5), (6, 4), (2, 6)])
+@pytest.mark.parametrize("seed", range(2))
+def test_rectangular_matching_agrees_with_reference(m, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((2, n, 49))
+    p = np.stack([noisy_prototypes(rng, x[r], m) for r in range(2)])
+    assert_matches_reference(p, x, (7, 7))
+
+
+def test_unmatched_training_images_count_as_not_reconstructed():
+    rng = np.random.default_rng(1)
+    x = rng.random((1, 5, 64))
+    p = x[:, [3, 0, 4]]  # exact copies of three of the five images
+    got = image_metrics(torch.tensor(p), torch.tensor(x), (8, 8), ssim_threshold=0.99)
+    assert float(got["recon_ssim"][0]) == pytest.approx(1.0, abs=1e-12)  # mean over matched pairs
+    assert float(got["recon_ssim_frac"][0]) == pytest.approx(3 / 5, abs=1e-15)  # but fraction of N
+    pairs = matched_image_pairs(p[0], x[0], (8, 8))
+    assert sorted((s, q) for s, q, _ in pairs) == [(0, 1), (3, 0), (4, 2)]
+
+
+def test_non_finite_prototype_counts_as_zero():
+    rng = np.random.default_rng(2)
+    x = rng.random((1, 4, 64))
+    p = noisy_prototypes(rng, x[0], 4)[None]
+    bad = p.copy()
+    bad[0, 1, 5] = math.inf
+    got = image_metrics(torch.tensor(bad), torch.tensor(x), (8, 8), ssim_threshold=-1.0)
+    pairs = brute_matching(bad[0], x[0])
+    ssim = [0.0 if i == 1 else ref_ssim(bad[0, i].reshape(8, 8), x[0, j].reshape(8, 8)) for i, j in pairs]
+    ncc = [0.0 if i == 1 else ref_ncc(bad[0, i], x[0, j]) for i, j in pairs]
+    assert float(got["recon_ssim"][0]) == pytest.approx(np.mean(ssim), abs=1e-10)
+    assert float(got["recon_ncc"][0]) == pytest.approx(np.mean(ncc), abs=1e-10)
+    assert float(got["recon_ssim_frac"][0]) == 1.0  # threshold -1: SSIM 0 still counts
+    assert_matches_reference(bad, x, (8, 8))
+    # with a spare finite prototype the non-finite one is left out and changes nothing
+    spare = np.concatenate([p, np.full((1, 1, 64), math.nan)], axis=1)
+    a = image_metrics(torch.tensor(p), torch.tensor(x), (8, 8))
+    b = image_metrics(torch.tensor(spare), torch.tensor(x), (8, 8))
+    for key in a:
+        assert torch.equal(a[key], b[key])
+    assert pair_ssim(np.full((8, 8), math.nan), x[0, 0].reshape(8, 8)) == 0.0
+    assert pair_ncc(np.full(64, -math.inf), x[0, 0]) == 0.0
+
+
+def test_constant_vectors_have_ncc_zero():
+    rng = np.random.default_rng(3)
+    x = rng.random((1, 2, 64))
+    x[0, 1] = 0.25  # a constant training image
+    p = np.stack([np.full(64, 0.7), x[0, 1] + 0.0])[None]  # a constant prototype, and an exact copy
+    got = image_metrics(torch.tensor(p), torch.tensor(x), (8, 8))
+    assert float(got["recon_ncc"][0]) == 0.0
+    assert_matches_reference(p, x, (8, 8))
+    assert pair_ncc(np.full(5, 1e-300), np.arange(5.0)) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ssim_threshold_fraction(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((1, 6, 64))
+    p = noisy_prototypes(rng, x[0], 6)[None]
+    pairs = brute_matching(p[0], x[0])
+    ssim = sorted(ref_ssim(p[0, i].reshape(8, 8), x[0, j].reshape(8, 8)) for i, j in pairs)
+    exact = [s for _, _, s in matched_image_pairs(p[0], x[0], (8, 8))]
+    for t in [-1.0, 0.0, 0.3, 0.5, 0.9, 1.0, 1.5, ssim[2] - 1e-9, ssim[2] + 1e-9, exact[3]]:
+        got = image_metrics(torch.tensor(p), torch.tensor(x), (8, 8), ssim_threshold=t)["recon_ssim_frac"]
+        got = float(got[0])
+        assert got == sum(s >= t for s in exact) / 6
+        if abs(t - exact[3]) > 1e-9:
+            assert got == sum(s >= t for s in ssim) / 6
+    # a threshold equal to a pair's SSIM counts it (>=)
+    t = exact[3]
+    got = image_metrics(torch.tensor(p), torch.tensor(x), (8, 8), ssim_threshold=t)["recon_ssim_frac"]
+    assert float(got[0]) == 4 / 6
+
+
+def test_matched_image_pairs_sorted_and_consistent():
+    rng = np.random.default_rng(4)
+    x = rng.random((7, 64))
+    p = noisy_prototypes(rng, x, 5)
+    pairs = matched_image_pairs(p, x, (8, 8))
+    rows, cols, _ = matching(p, x)
+    assert sorted((q, s) for s, q, _ in pairs) == sorted(zip(rows.tolist(), cols.tolist()))
+    ssims = [s for _, _, s in pairs]
+    assert ssims == sorted(ssims, reverse=True)
+    for s, q, v in pairs:
+        assert isinstance(s, int) and isinstance(q, int) and isinstance(v, float)
+        assert v == pytest.approx(ref_ssim(p[q].reshape(8, 8), x[s].reshape(8, 8)), abs=1e-10)
+    got = image_metrics(torch.tensor(p[None]), torch.tensor(x[None]), (8, 8))
+    assert float(got["recon_ssim"][0]) == pytest.approx(np.mean(ssims), abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (8, 6), (4, 4), (3, 3), ()])
+def test_too_small_image_shape_raises(shape):
+    d = math.prod(shape)
+    p = torch.rand(1, 2, d, dtype=torch.float64)
+    with pytest.raises(ValueError, match=re.escape(str(shape))):
+        image_metrics(p, p, shape)
+    with pytest.raises(ValueError, match=re.escape(str(shape))):
+        matched_image_pairs(p[0].numpy(), p[0].numpy(), shape)
+    if shape:
+        with pytest.raises(ValueError, match=re.escape(str(shape))):
+            pair_ssim(np.zeros(shape), np.zeros(shape))
+
+
+def test_image_shape_must_match_input_dimension():
+    p = torch.rand(1, 2, 64, dtype=torch.float64)
+    with pytest.raises(ValueError, match=re.escape("(7, 7)")):
+        image_metrics(p, p, (7, 7))
+
+
+def test_image_metrics_invariant_to_permuting_units_and_samples():
+    rng = np.random.default_rng(5)
+    x = rng.random((6, 64))
+    p = noisy_prototypes(rng, x, 7)
+    pi, xi = rng.permutation(7), rng.permutation(6)
+    a = image_metrics(torch.tensor(p[None]), torch.tensor(x[None]), (8, 8))
+    b = image_metrics(torch.tensor(p[pi][None]), torch.tensor(x[xi][None]), (8, 8))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-12)
+
+
+EXTREME = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([0.0, 1.0, -1e300, 1e300, 1e-300, 1e154, 0.5]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, (3, 49), elements=EXTREME), arrays(np.float64, (2, 49), elements=st.floats(0, 1)))
+def test_image_metrics_never_crash_on_extreme_prototypes(p, x):
+    got = image_metrics(torch.tensor(p[None]), torch.tensor(x[None]), (7, 7))
+    for key in ("recon_ssim", "recon_ncc"):
+        v = float(got[key][0])
+        assert math.isfinite(v) and -1 - 1e-9 <= v <= 1 + 1e-9, (key, v)
+    assert 0 <= float(got["recon_ssim_frac"][0]) <= 1
+
+
+def test_empty_sets_give_nan():
+    x = torch.rand(1, 3, 64, dtype=torch.float64)
+    got = image_metrics(torch.zeros(1, 0, 64, dtype=torch.float64), x, (8, 8))
+    assert math.isnan(float(got["recon_ssim"][0])) and math.isnan(float(got["recon_ncc"][0]))
+    assert float(got["recon_ssim_frac"][0]) == 0.0  # no prototype reconstructs any of the 3 images

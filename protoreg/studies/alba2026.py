@@ -64,27 +64,33 @@ def _paired(t: Table, metric: str, a: str, b: str, n: int, o: tuple[str, ...]) -
     return f"paired by seed: {fmt(float(d.mean()), 3)} ± {fmt(se, 2)} (s.e., {d.size} seeds)"
 
 
-def claim_c1(t: Table) -> Claim:
-    st = "coverage-only has the lowest mean reconstruction error at every N"
+def claim_c1(t: Table, metric: str = "recon_error") -> Claim:
+    """C1 by ``recon_error`` (lowest is best) or, for image data, by ``recon_ssim`` (highest is
+    best; claim id ``C1-SSIM``)."""
+    higher = metric == "recon_ssim"
+    cid = "C1-SSIM" if higher else "C1"
+    st = "coverage-only has the highest mean SSIM of matched prototype/training-image pairs at every N" if higher else "coverage-only has the lowest mean reconstruction error at every N"
     if "coverage" not in t.masks or len(t.masks) < 2:
-        return _claim("C1", st, "NOT EVALUATED", "", ["needs the coverage-only mask and at least one other mask (sweep.masks)"])
+        return _claim(cid, st, "NOT EVALUATED", "", ["needs the coverage-only mask and at least one other mask (sweep.masks)"])
     details, held, total = [], 0, 0
     numbers: dict[str, Any] = {}
+    sign = -1.0 if higher else 1.0  # compare sign * value: lower is better
     for n, o in _cells(t):
-        means = {m: t.stats("recon_error", mask=m, n=n, other=o).mean for m in t.masks}
+        means = {m: t.stats(metric, mask=m, n=n, other=o).mean for m in t.masks}
         means = {m: v for m, v in means.items() if not math.isnan(v)}
-        best_other = min((m for m in means if m != "coverage"), key=lambda m: means[m], default=None)
+        best_other = min((m for m in means if m != "coverage"), key=lambda m: sign * means[m], default=None)
         if "coverage" not in means or best_other is None:
             continue
-        good = means["coverage"] < means[best_other] - EPS
+        good = sign * means["coverage"] < sign * means[best_other] - EPS
         held += good
         total += 1
-        numbers[_cell_name(t, n, o)] = {"coverage": means["coverage"], "lowest_other": best_other, "lowest_other_recon_error": means[best_other], "holds": bool(good)}
+        numbers[_cell_name(t, n, o)] = {"coverage": means["coverage"], "best_other": best_other, f"best_other_{metric}": means[best_other], "holds": bool(good)}
+        label = "highest" if higher else "lowest"
         details.append(
-            f"{_cell_name(t, n, o)}: coverage {fmt(means['coverage'])} vs lowest other ({best_other}) {fmt(means[best_other])} "
-            f"{'✓' if good else '✗'}; coverage - {best_other} {_paired(t, 'recon_error', 'coverage', best_other, n, o)}"
+            f"{_cell_name(t, n, o)}: coverage {fmt(means['coverage'])} vs {label} other ({best_other}) {fmt(means[best_other])} "
+            f"{'✓' if good else '✗'}; coverage - {best_other} {_paired(t, metric, 'coverage', best_other, n, o)}"
         )
-    return _claim("C1", st, _verdict(held, total), _where(t, held, total), details, numbers)
+    return _claim(cid, st, _verdict(held, total), _where(t, held, total), details, numbers)
 
 
 def claim_c2(t: Table) -> Claim:
@@ -229,8 +235,11 @@ def claim_c4(t: Table, nominal_tau: float | None, tau_key: str = "losses.separat
 
 
 def evaluate_claims(t: Table, *, target_var: Mapping[int, float], nominal_tau: float | None) -> list[Claim]:
-    """C1-C4 of the study on a sweep's completed runs (claims a sweep cannot test: not evaluated)."""
-    return [claim_c1(t), claim_c2(t), claim_c3(t, target_var), claim_c4(t, nominal_tau)]
+    """C1-C4 of the study on a sweep's completed runs (claims a sweep cannot test: not evaluated);
+    for image data also C1 by SSIM (``C1-SSIM``)."""
+    images = any(r.get("recon_ssim") not in ("", None) for r in t.rows)
+    c1 = [claim_c1(t), claim_c1(t, "recon_ssim")] if images else [claim_c1(t)]
+    return [*c1, claim_c2(t), claim_c3(t, target_var), claim_c4(t, nominal_tau)]
 
 
 def target_variance(results: StudyResults) -> dict[int, float]:
@@ -257,7 +266,7 @@ class Alba2026(Study):
         "Verdicts: PASS where a claim holds at every N, PARTIAL at some, FAIL at none (C3: a part holds nowhere). "
         "Runs of different masks with the same seed share their data and initial prototypes, so differences are also "
         "given paired by seed (mean ± standard error). "
-        f"Checks: C1 compares means per N; C2 requires a higher mean ratio wherever the baseline is below its maximum 1; "
+        f"Checks: C1 compares means per N (C1-SSIM, for images: the mean SSIM, higher is better); C2 requires a higher mean ratio wherever the baseline is below its maximum 1; "
         f"C3 pools the overlap-active and overlap-free masks per N, \"fit about as well\" = mean fit MSE within "
         f"{C3_FIT_TOL:g} x the target variance, reconstruction compared by mean (by median when a mean is non-finite); "
         f"C4 needs Spearman ρ ≥ {C4_RHO_MIN} between τ and the mean outside-hull fraction, the largest τ above the smallest, "

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import config as C
 from ..errors import ConfigError, ProtoregError
-from ..evaluate import METRIC_NAMES
+from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..pairing import Unpaired, unpaired_repulsors
 from ..plugins import Registry
 from ..training import RunSpec, group_key, run_spec
@@ -56,8 +56,9 @@ class Plan:
 
 
 def result_columns(keys: Sequence[str]) -> list[str]:
-    """``run, mask, n, seed, <swept keys>, <metrics>, steps, seconds, status, reason, batch``."""
-    return [*HEAD_COLUMNS, *keys, *METRIC_NAMES, *TAIL_COLUMNS]
+    """``run, mask, n, seed, <swept keys>, <metrics>, <image metrics>, steps, seconds, status,
+    reason, batch`` (image metrics are empty where the inputs are not images)."""
+    return [*HEAD_COLUMNS, *keys, *METRIC_NAMES, *IMAGE_METRIC_NAMES, *TAIL_COLUMNS]
 
 
 def effective_settings(cfg: DictConfig, settings: dict[str, dict[str, Any]]) -> str:

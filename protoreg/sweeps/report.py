@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ..api import Claim, Study, StudyResults
 from ..errors import PluginError
-from ..evaluate import COUNT_METRICS, METRIC_NAMES
+from ..evaluate import COUNT_METRICS, IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..io import atomic_write_text
 from ..plugins import Registry
 from ..training import ExpulsionWarning
@@ -28,8 +28,12 @@ INT_COLUMNS: tuple[str, ...] = ("n", "seed", "steps", "batch", *COUNT_METRICS)
 
 def parse_row(row: Mapping[str, str]) -> dict[str, Any]:
     """A ``results.csv`` row with numbers parsed: metrics and ``seconds`` as floats, counts as
-    ints, everything else (names, swept values, status, reason) as written."""
+    ints, image metrics as floats or None (not images), everything else (names, swept values,
+    status, reason) as written."""
     out: dict[str, Any] = dict(row)
+    for key in IMAGE_METRIC_NAMES:
+        if key in out:
+            out[key] = to_float(out[key]) if out[key] not in ("", None) else None
     for key in (*METRIC_NAMES, "seconds"):
         if key in out and key not in COUNT_METRICS:
             out[key] = to_float(out[key])
@@ -134,7 +138,8 @@ def _results_table(t: Table, rows: Sequence[Mapping[str, str]]) -> list[str]:
         "non-finite prototypes cannot dominate.",
         "",
     ]
-    head = ["N", "mask", *[f"`{k}`" for k in t.keys], "runs", "fit_mse", "recon_error", "recon_error median", "specialization_ratio", "outside_hull_frac", "failed"]
+    images = any(r.get("recon_ssim") not in ("", None) for r in rows)
+    head = ["N", "mask", *[f"`{k}`" for k in t.keys], "runs", "fit_mse", "recon_error", "recon_error median", *(["recon_ssim"] if images else []), "specialization_ratio", "outside_hull_frac", "failed"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * len(head)) + "|")
     for o in t.others():
@@ -151,6 +156,7 @@ def _results_table(t: Table, rows: Sequence[Mapping[str, str]]) -> list[str]:
                     pm(t.stats("fit_mse", mask=m, n=n, other=o)),
                     pm(rec) + (f" ({rec.nonfinite} non-finite)" if rec.nonfinite else ""),
                     fmt(rec.median),
+                    *([pm(t.stats("recon_ssim", mask=m, n=n, other=o))] if images else []),
                     pm(t.stats("specialization_ratio", mask=m, n=n, other=o)),
                     pm(t.stats("outside_hull_frac", mask=m, n=n, other=o)),
                     str(t.failed_count(mask=m, n=n, other=o)),

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from omegaconf import DictConfig
 
 from ..api import Claim
-from ..evaluate import METRIC_NAMES
+from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..pairing import PairingWarning
 from ..plugins import Registry
 from ..rundir import prototype_rows
@@ -63,14 +63,14 @@ def hparams_of(run: SweepRun, settings: Mapping[str, Mapping[str, Any]]) -> dict
 
 
 def _num(v: Any) -> Any:
-    return repr(v) if isinstance(v, float) else v
+    return repr(v) if isinstance(v, float) else "" if v is None else v
 
 
 def result_row(run: SweepRun, res: RunOutcome, plan: Plan, *, seconds: float, index: int) -> dict[str, Any]:
     """The ``results.csv`` row of a trained run."""
     row: dict[str, Any] = {"run": run.name, "mask": run.mask, "n": int(plan.specs[run.name].x.shape[0]), "seed": run.seed}
     row.update({k: format_value(run.values[k]) for k in plan.keys})
-    row.update({k: _num(res.metrics[k]) for k in METRIC_NAMES})
+    row.update({k: _num(res.metrics[k]) for k in (*METRIC_NAMES, *IMAGE_METRIC_NAMES)})
     row.update(steps=res.steps, seconds=f"{seconds:.4f}", status=res.status, reason=res.reason, batch=index)
     return row
 

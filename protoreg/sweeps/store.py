@@ -52,8 +52,14 @@ def _manifest_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_differences(old: DictConfig, new: DictConfig) -> list[str]:
-    """``key: old -> new`` for every setting that differs (ignoring :data:`VOLATILE_KEYS`)."""
+    """``key: old -> new`` for every setting that differs (ignoring :data:`VOLATILE_KEYS`).
+
+    A key missing from ``old`` (a manifest written before the key existed) matches its default."""
     a, b = _manifest_container(old), _manifest_container(new)
+    defaults = C.flatten(OmegaConf.to_container(C.default_config(), resolve=True))
+    for k in set(b) - set(a):
+        if k in defaults and defaults[k] == b[k]:
+            a[k] = b[k]
     diffs = []
     for k in sorted(set(a) | set(b)):
         if a.get(k, "<unset>") != b.get(k, "<unset>"):

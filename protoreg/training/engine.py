@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from ..evaluate import METRIC_NAMES, Evaluation
+from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, Evaluation
 from .callbacks import GeometryCallback
 from .group import RunGroup
 from .trainer import StopOnSignals, fit_chunks, make_trainer, save_checkpoint
@@ -39,7 +39,7 @@ class RunOutcome:
 
     status: str  #: ``completed`` | ``failed`` | ``interrupted`` | ``stopped`` (see :data:`protoreg.status.EXIT_CODES`)
     reason: str  #: why it did not complete ('' when completed)
-    metrics: dict[str, float | int]  #: every name of :data:`protoreg.evaluate.METRIC_NAMES`
+    metrics: dict[str, float | int | None]  #: every name of :data:`~protoreg.evaluate.METRIC_NAMES` and ``IMAGE_METRIC_NAMES`` (None: not images)
     steps: int  #: optimisation steps trained
     units: Units
     extra: dict[str, Any] = field(default_factory=dict)  #: e.g. ``stopped_at_step``
@@ -99,12 +99,21 @@ def train_group(
         save_checkpoint(trainer, checkpoint)
     interrupted = module.stopped_reason == "interrupted"
     ev = geometry.final_report(module)
+    if group.image_shape is not None:
+        ev = ev.with_images(module.x, group.image_shape)
     runs = [_outcome(group, geometry, ev, r) for r in range(module.model.runs)]
     logger = trainer.logger
     writer = getattr(logger, "experiment", None) if logger is not None else None
+    if group.image_shape is not None and writer is not None and geometry.figures:
+        from ..plots import reconstruction_figure
+
+        spec = group.specs[0]
+        fig = reconstruction_figure(spec.x, runs[0].prototypes, group.image_shape)
+        writer.add_figure("images/reconstructions", fig, int(module.step_count))
     if hparams is not None and writer is not None and not interrupted:
         for (name, hp), run in zip(hparams, runs):
             metric_dict = {f"hparam/{k}": float(run.metrics[k]) for k in METRIC_NAMES}
+            metric_dict.update({f"hparam/{k}": float(v) for k in IMAGE_METRIC_NAMES if (v := run.metrics[k]) is not None})
             metric_dict["hparam/failed"] = float(run.status == "failed")
             writer.add_hparams(dict(hp), metric_dict, run_name=name, global_step=run.steps)
     if logger is not None:

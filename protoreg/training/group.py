@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import config as C
-from ..data import validate_arrays
+from ..data import validate_loaded
 from ..errors import ConfigError, DataError, ProtoregError
 from ..model import GaussianMLP
 from ..plugins import Registry
@@ -30,6 +30,7 @@ class RunSpec:
     x: np.ndarray  #: (N, d)
     y: np.ndarray  #: (N, k)
     settings: dict[str, dict[str, Any]]  #: every configured loss: weight and all parameters
+    image_shape: tuple[int, ...] | None = None  #: the inputs are images of this shape (prod = d)
 
     @property
     def active(self) -> list[str]:
@@ -37,25 +38,27 @@ class RunSpec:
         return C.active_losses(self.settings)
 
 
-def load_data(cfg: DictConfig, reg: Registry) -> tuple[np.ndarray, np.ndarray]:
-    """The (validated) training data of one run."""
+def load_data(cfg: DictConfig, reg: Registry) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The (validated) training data of one run: ``x``, ``y`` and what the loader declared
+    about them (``image_shape``)."""
     name = "file" if cfg.data.path else cfg.data.name
     loader, source = reg.datasets[name]
     where = str(cfg.data.path) if cfg.data.path else f"dataset {name!r} ({source})"
     try:
-        x, y = loader(OmegaConf.to_container(cfg.data, resolve=True), C.data_seed(cfg))
+        result = loader(OmegaConf.to_container(cfg.data, resolve=True), C.data_seed(cfg))
     except ProtoregError:
         raise
     except Exception as exc:  # noqa: BLE001 - a dataset plugin's bug
         raise DataError(f"{where}: loader failed: {type(exc).__name__}: {exc}") from exc
-    return validate_arrays(x, y, where)
+    return validate_loaded(result, where)
 
 
 def run_spec(cfg: DictConfig, reg: Registry, settings: dict[str, dict[str, Any]] | None = None) -> RunSpec:
     """The spec of an already validated config (data loaded, loss settings filled in)."""
     settings = settings if settings is not None else C.loss_settings(cfg, reg.losses)
-    x, y = load_data(cfg, reg)
-    return RunSpec(cfg, x, y, settings)
+    x, y, info = load_data(cfg, reg)
+    shape = info.get("image_shape")
+    return RunSpec(cfg, x, y, settings, tuple(shape) if shape else None)
 
 
 def parameterization(cfg: DictConfig, dim: int) -> str:
@@ -82,7 +85,7 @@ def group_key(spec: RunSpec) -> tuple[Any, ...]:
     n, d = spec.x.shape
     k = spec.y.shape[1]
     width = cfg.model.width or n
-    return (n, d, k, width, parameterization(cfg, d), tuple(sorted(spec.settings)), float(cfg.model.init_width)) + tuple(
+    return (n, d, k, width, parameterization(cfg, d), tuple(sorted(spec.settings)), float(cfg.model.init_width), spec.image_shape) + tuple(
         str(OmegaConf.select(cfg, key)) for key in GROUP_KEYS
     )
 
@@ -98,6 +101,10 @@ class RunGroup:
     def cfg(self) -> DictConfig:
         """The first run's config (the group's shared training settings)."""
         return self.specs[0].cfg
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        return self.specs[0].image_shape
 
 
 def build_group(specs: Sequence[RunSpec], reg: Registry, *, fail_fast: bool = True) -> RunGroup:
@@ -138,6 +145,7 @@ def build_group(specs: Sequence[RunSpec], reg: Registry, *, fail_fast: bool = Tr
         batch_size=first.train.batch_size,
         seeds=seeds,
         fail_fast=fail_fast,
+        keep_data=all(bool(OmegaConf.select(s.cfg, "output.save_data", default=True)) for s in specs),
     )
     module.dry_run()
     return RunGroup(specs, module)

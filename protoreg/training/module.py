@@ -82,6 +82,9 @@ class ProtoRegModule(pl.LightningModule):
     fail_fast : bool
         Stop training when any run fails (``fit``); otherwise a failed run is frozen and the
         others go on (``sweep``).
+    keep_data : bool
+        Save the training data in checkpoints (``output.save_data``); without it a resumed run
+        regenerates the data from its config.
     """
 
     def __init__(
@@ -97,13 +100,14 @@ class ProtoRegModule(pl.LightningModule):
         batch_size: int | None = None,
         seeds: Sequence[int] | None = None,
         fail_fast: bool = True,
+        keep_data: bool = True,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.model = model
         r = model.runs
-        self.register_buffer("x", x)
-        self.register_buffer("y", y)
+        self.register_buffer("x", x, persistent=keep_data)
+        self.register_buffer("y", y, persistent=keep_data)
         self.register_buffer("spacing", sample_spacing(x.double()).to(x.dtype))
         self.loss_terms = LossTerms(terms, r, x.dtype)
         self.lr, self.steps, self.chunk = float(lr), int(steps), max(1, int(chunk))
