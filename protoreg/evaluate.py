@@ -75,19 +75,26 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, *, rel_tol: float = 1e-6, warm: geometry.HullWarmStart | None = None
+    model: GaussianMLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    rel_tol: float = 1e-6,
+    warm: geometry.HullWarmStart | None = None,
+    recon: bool = True,
 ) -> Evaluation:
     """All metrics for R runs on their full training data ``x`` (R,N,d), ``y`` (R,N,k).
 
     ``warm`` carries hull solver state between evaluations of the same runs
-    (:class:`protoreg.geometry.HullWarmStart`).
+    (:class:`protoreg.geometry.HullWarmStart`). ``recon=False`` skips the optimal matching
+    (``recon_error`` is then NaN): the geometry check during training does so for large N x M.
     """
     hidden, pred = model(x)
     positions = model.prototype_positions()
     report = geometry.geometry_report(positions, x, hidden, rel_tol=rel_tol, warm=warm)
     scalars: dict[str, torch.Tensor] = {
         "fit_mse": fit_mse(pred, y).double().cpu(),
-        "recon_error": recon_error(positions, x),
+        "recon_error": recon_error(positions, x) if recon else torch.full((x.shape[0],), float("nan"), dtype=torch.float64),
         "specialization_ratio": specialization_ratio(hidden),
     }
     for key in METRIC_NAMES[3:]:

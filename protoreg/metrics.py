@@ -24,6 +24,10 @@ def fit_mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (pred - y).square().mean(dim=(1, 2))
 
 
+#: Elements of one block of prototype-sample differences in :func:`matching` (32 MB of float64).
+_COST_BLOCK_ELEMENTS = 1 << 22
+
+
 def matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Optimal one-to-one matching of prototypes p (M, d) to training inputs x (N, d).
 
@@ -40,13 +44,17 @@ def matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     """
     finite = np.isfinite(p).all(axis=1)
     cost = np.full((p.shape[0], x.shape[0]), np.inf)
-    if finite.any():
-        diff = p[finite][:, None, :] - x[None, :, :]
+    rows_f = np.flatnonzero(finite)
+    # blocks of prototypes, so the (block, N, d) difference stays small for large N and d
+    block = max(1, _COST_BLOCK_ELEMENTS // max(1, x.shape[0] * x.shape[1]))
+    for start in range(0, rows_f.size, block):
+        idx = rows_f[start : start + block]
+        diff = p[idx][:, None, :] - x[None, :, :]
         # scaled so that squaring cannot overflow (coordinates up to ~1e308 keep finite distances)
         scale = np.abs(diff).max(axis=-1, keepdims=True)
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         with np.errstate(over="ignore", invalid="ignore"):
-            cost[finite] = np.sqrt(((diff / scale) ** 2).sum(-1)) * scale[..., 0]
+            cost[idx] = np.sqrt(((diff / scale) ** 2).sum(-1)) * scale[..., 0]
     # Non-finite prototypes get a cost larger than any finite assignment can reach, so they are
     # matched only when there are not enough finite ones (and then contribute inf).
     finite_cost = cost[np.isfinite(cost)]

@@ -36,6 +36,29 @@ Parameterization = Literal["affine", "radial"]
 AFFINE_EPS = 1e-12
 
 
+#: Largest (R, P, Q, d) difference tensor for which :func:`pairwise_sq_dists` computes exactly;
+#: larger problems (high-dimensional data with many units) use the Gram expansion.
+EXACT_DIST_ELEMENTS = 1 << 22
+
+
+def pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances, ``(R, P, d) x (R, Q, d) -> (R, P, Q)``.
+
+    As an explicit difference (exact, never negative) while the ``(R, P, Q, d)`` difference has
+    at most :data:`EXACT_DIST_ELEMENTS` elements (always in 1-D); beyond that as
+    ``|a|^2 + |b|^2 - 2 a.b`` with one batched matrix product (clamped at 0), which needs
+    ``O(R P Q)`` memory instead of ``O(R P Q d)``: 64-D digits with P = Q = 1,797 go from a
+    826 MB temporary per call to 13 MB.
+    """
+    r, p, d = a.shape
+    q = b.shape[1]
+    if d == 1 or r * p * q * d <= EXACT_DIST_ELEMENTS:
+        return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1)
+    an = a.square().sum(-1, keepdim=True)  # (R,P,1)
+    bn = b.square().sum(-1).unsqueeze(1)  # (R,1,Q)
+    return torch.baddbmm(an + bn, a, b.transpose(1, 2), alpha=-2.0).clamp_min(0.0)
+
+
 def sample_spacing(x: torch.Tensor) -> torch.Tensor:
     """Typical sample spacing ``extent / N**(1/d)`` per run, ``(R, N, d) -> (R,)``.
 
@@ -126,7 +149,7 @@ class GaussianMLP(nn.Module):
         if self.parameterization == "affine":
             z = x * self.w.unsqueeze(1) + self.b.unsqueeze(1)  # (R,N,1)*(R,1,M)
             return torch.exp(-z.square())
-        d2 = (x.unsqueeze(2) - self.centers.unsqueeze(1)).square().sum(-1)  # (R,N,M)
+        d2 = pairwise_sq_dists(x, self.centers)  # (R,N,M)
         inv = torch.exp(-2.0 * self.log_s).unsqueeze(1) * 0.5  # 1/(2 s^2), (R,1,M)
         return torch.exp(-d2 * inv)
 

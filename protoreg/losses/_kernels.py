@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+from ..model import pairwise_sq_dists
 
-
-def sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances, ``(R, P, d) x (R, Q, d) -> (R, P, Q)``.
-
-    Computed as an explicit difference (not the Gram expansion) so that it is exact and never
-    negative; sizes here are small (P, Q <= a few thousand).
-    """
-    return (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).sum(-1)
+#: Squared Euclidean distances ``(R, P, d) x (R, Q, d) -> (R, P, Q)``: exact for small problems
+#: and in 1-D, the Gram expansion for large high-dimensional ones (see
+#: :func:`protoreg.model.pairwise_sq_dists`).
+sq_dists = pairwise_sq_dists

@@ -17,6 +17,11 @@ from ..geometry import HullWarmStart
 log = logging.getLogger(__name__)
 
 
+#: Above this N x M the geometry checks during training skip the optimal matching (the
+#: ``recon_error`` metric, seconds per check for thousands of units); the final check computes it.
+RECON_EVERY_CHECK_MAX = 1_000_000
+
+
 class ExpulsionWarning(UserWarning):
     """Prototypes left the convex hull of the training inputs."""
 
@@ -68,6 +73,7 @@ class GeometryCallback(pl.Callback):
         self.last_report: Evaluation | None = None
         #: hull solver state between checks: prototypes still inside their last corral are cheap
         self._warm = HullWarmStart()
+        self._last_recon = True  #: the last check computed recon_error
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -89,9 +95,15 @@ class GeometryCallback(pl.Callback):
         self._warm.load_state_dict(state.get("hull_warm_start") or {})
 
     # -------------------------------------------------------------- check
-    def check(self, trainer: pl.Trainer, module: Any) -> Evaluation:
+    def _recon_now(self, module: Any, final: bool) -> bool:
+        """The exact matching behind ``recon_error`` costs seconds for large N x M: then only
+        the final check computes it (see :data:`RECON_EVERY_CHECK_MAX`)."""
+        return final or module.x.shape[1] * module.model.width <= RECON_EVERY_CHECK_MAX
+
+    def check(self, trainer: pl.Trainer, module: Any, *, final: bool = False) -> Evaluation:
         step = int(module.step_count)
-        ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm)
+        self._last_recon = self._recon_now(module, final)
+        ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm, recon=self._last_recon)
         self.last_report = ev
         self._last_checked = step
         outside = ev.outside
@@ -109,7 +121,9 @@ class GeometryCallback(pl.Callback):
                 v = ev.scalars[key][sel].double()
                 writer.add_scalar(f"geometry/{key}", float(v.mean()), step)
             for key in ("recon_error", "specialization_ratio"):
-                writer.add_scalar(f"metric/{key}", float(ev.scalars[key][sel].double().mean()), step)
+                value = float(ev.scalars[key][sel].double().mean())
+                if not (key == "recon_error" and math.isnan(value) and not self._recon_now(module, final)):
+                    writer.add_scalar(f"metric/{key}", value, step)
             pos = ev.positions[sel]
             flat = pos[..., 0] if pos.shape[-1] == 1 else pos.norm(dim=-1)
             flat = flat[torch.isfinite(flat)]
@@ -150,8 +164,9 @@ class GeometryCallback(pl.Callback):
     def final_report(self, module: Any) -> Evaluation:
         """The metrics of ``module`` now: the last check's if it was at this step, else fresh
         (training stopped between checks, e.g. interrupted or failed)."""
-        if self.last_report is not None and self._last_checked == int(module.step_count):
-            return self.last_report
+        last = self.last_report
+        if last is not None and self._last_checked == int(module.step_count) and self._last_recon:
+            return last
         return evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm)
 
     # -------------------------------------------------------------- hooks
@@ -164,11 +179,11 @@ class GeometryCallback(pl.Callback):
         step = int(pl_module.step_count)  # type: ignore[attr-defined]
         if step // self.every > self._last_checked // self.every or step >= pl_module.steps:  # type: ignore[attr-defined]
             if step != self._last_checked:
-                self.check(trainer, pl_module)
+                self.check(trainer, pl_module, final=step >= pl_module.steps)  # type: ignore[attr-defined]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if int(pl_module.step_count) != self._last_checked:  # type: ignore[attr-defined]
-            self.check(trainer, pl_module)
+            self.check(trainer, pl_module, final=True)
         writer = _writer(trainer)
         if writer is None or not self.figures:
             return
