@@ -116,3 +116,24 @@ def test_an_npz_whose_image_shape_does_not_match_is_refused(tmp_path: Path, no_a
         protoreg.fit(f"data.path={path}", out=tmp_path / "x")
     assert main(["fit", "--out", str(tmp_path / "y"), f"data.path={path}"]) == 2
     assert "image_shape" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_large_runs_compute_the_matching_only_at_the_final_check(tmp_path: Path, no_autoload: None) -> None:
+    """Above recon_every_check_max (N x M), checks during training skip the exact matching: no
+    intermediate metric/recon_error in TensorBoard, but the final one and metrics.json have it."""
+    from protoreg import resolve_config
+    from protoreg.plugins import Registry, get_plugin_manager
+    from protoreg.training import GeometryCallback, build_group, run_spec, train_group
+
+    reg = Registry.load(get_plugin_manager(autoload=False))
+    cfg = resolve_config("data.n=12", "train.steps=40", "train.log_every_n_steps=10", "trainer.accelerator=cpu", reg=reg)
+    outcomes = {}
+    for limit in (1, 10**9):
+        group = build_group([run_spec(cfg, reg)], reg)
+        cb = GeometryCallback(every_n_steps=10, on_expulsion="ignore", figures=False, recon_every_check_max=limit)
+        outcomes[limit] = train_group(group, cb, log_dir=tmp_path / str(limit))
+        ea = EventAccumulator(str(tmp_path / str(limit) / "tb"))
+        ea.Reload()
+        steps = [e.step for e in ea.Scalars("metric/recon_error")]
+        assert steps == ([40] if limit == 1 else [0, 10, 20, 30, 40]), (limit, steps)
+    assert outcomes[1].runs[0].metrics == outcomes[10**9].runs[0].metrics  # same numbers either way

@@ -56,8 +56,10 @@ class GeometryCallback(pl.Callback):
         repulsors: Sequence[str] = (),
         advice: Sequence[str] = (),
         figures: bool = True,
+        recon_every_check_max: int = RECON_EVERY_CHECK_MAX,
     ) -> None:
         self.every = max(1, int(every_n_steps))
+        self.recon_every_check_max = int(recon_every_check_max)
         self.on_expulsion = on_expulsion
         self.max_outside_frac = float(max_outside_frac)
         self.rel_tol = float(rel_tol)
@@ -97,8 +99,8 @@ class GeometryCallback(pl.Callback):
     # -------------------------------------------------------------- check
     def _recon_now(self, module: Any, final: bool) -> bool:
         """The exact matching behind ``recon_error`` costs seconds for large N x M: then only
-        the final check computes it (see :data:`RECON_EVERY_CHECK_MAX`)."""
-        return final or module.x.shape[1] * module.model.width <= RECON_EVERY_CHECK_MAX
+        the final check computes it (``recon_every_check_max``, default :data:`RECON_EVERY_CHECK_MAX`)."""
+        return final or module.x.shape[1] * module.model.width <= self.recon_every_check_max
 
     def check(self, trainer: pl.Trainer, module: Any, *, final: bool = False) -> Evaluation:
         step = int(module.step_count)
