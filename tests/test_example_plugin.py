@@ -9,19 +9,17 @@ import importlib.metadata
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import protoreg
-from protoreg.config import load_config
+from protoreg.config import active_losses, load_config, loss_settings
 from protoreg.errors import ConfigError
-from protoreg.pairing import PairingWarning
-from protoreg.plugins import DISABLE_AUTOLOAD_ENV, collect_losses, get_plugin_manager
-from protoreg.config import active_losses, loss_settings
-from protoreg.pairing import check_pairing
-from protoreg.plugins import Registry
+from protoreg.pairing import PairingWarning, check_pairing
+from protoreg.plugins import DISABLE_AUTOLOAD_ENV, Registry, collect_losses, get_plugin_manager
 from protoreg.training import build_group, run_spec
 
 DIST = "protoreg-anchor"
@@ -216,3 +214,32 @@ def test_fit_end_to_end_with_both_losses(tmp_path, capsys) -> None:
     assert metrics["status"] == "completed" and metrics["steps"] == 60
     assert metrics["losses"]["anchor"] == {"weight": 0.1, "tau": 0.1}
     assert metrics["losses"]["spread"] == {"weight": 0.01, "tau": 1.0}
+
+
+# ------------------------------------------------------------------ study
+ANCHOR_SWEEP = Path(protoreg_anchor.__file__).resolve().parents[1] / "configs" / "anchor_sweep.yaml"
+ANCHOR_FAST = ["train.steps=40", "train.log_every_n_steps=10", "geometry.every_n_steps=20", "sweep.grid={data.n: [8]}", "sweep.seeds=1"]
+
+
+def test_the_plugin_registers_its_study(capsys: pytest.CaptureFixture[str]) -> None:
+    from protoreg.cli import main
+
+    assert main(["plugins"]) == 0
+    studies = capsys.readouterr().out.split("studies:")[1]
+    assert "anchor_inside" in studies and SOURCE in studies and "alba2026" in studies
+
+
+@pytest.mark.slow
+def test_a_sweep_over_the_plugin_losses_has_claims_only_with_its_study(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = protoreg.sweep(*ANCHOR_FAST, config=ANCHOR_SWEEP, out=tmp_path / "plain", plots=False)
+        studied = protoreg.sweep(*ANCHOR_FAST, "sweep.study=anchor_inside", config=ANCHOR_SWEEP, out=tmp_path / "studied", plots=False)
+    assert plain.claims == [] and "## Claims" not in (plain.dir / "summary.md").read_text()
+    assert "C1" not in (plain.dir / "summary.md").read_text()
+    assert [c.id for c in studied.claims] == ["A1", "A2"]
+    anchored = [r for r in studied.rows if "anchor" in r["mask"].split("+")]
+    a1 = studied.claims[0]
+    assert a1.numbers["runs"] == len(anchored) == 2
+    assert a1.numbers["inside"] == sum(r["outside_hull_frac"] == 0.0 for r in anchored)
+    assert "**A1 — " in (studied.dir / "summary.md").read_text()
