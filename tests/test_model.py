@@ -109,3 +109,25 @@ def test_sample_spacing():
     assert float(sample_spacing(x)[0]) == pytest.approx(1.0)
     x2 = torch.zeros(1, 5, 2)
     assert float(sample_spacing(x2)[0]) == 1.0
+
+
+def test_pairwise_sq_dists_exact_when_small_and_gram_when_large() -> None:
+    from protoreg.model import EXACT_DIST_ELEMENTS, pairwise_sq_dists
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 7, 3, generator=g, dtype=torch.float64)
+    b = torch.rand(2, 5, 3, generator=g, dtype=torch.float64)
+    exact = ((a[:, :, None, :] - b[:, None, :, :]) ** 2).sum(-1)
+    assert torch.equal(pairwise_sq_dists(a, b), exact)  # small: the explicit difference, bit for bit
+    # large and high-dimensional: one batched product, equal to float64 rounding, never negative
+    n = int((EXACT_DIST_ELEMENTS / 64) ** 0.5) + 8
+    big_a = torch.rand(1, n, 64, generator=g, dtype=torch.float64)
+    big_b = torch.cat([big_a[:, :5], torch.rand(1, n - 5, 64, generator=g, dtype=torch.float64)], 1)  # some exact duplicates
+    got = pairwise_sq_dists(big_a, big_b)
+    ref = torch.cdist(big_a, big_b, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    assert got.shape == (1, n, n) and bool((got >= 0).all())
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+    # gradients flow through the large path (the model's radial units use it)
+    c = big_b.clone().requires_grad_(True)
+    pairwise_sq_dists(big_a, c).sum().backward()
+    torch.testing.assert_close(c.grad, 2 * (n * c.detach() - big_a.sum(1, keepdim=True)), rtol=1e-9, atol=1e-7)
