@@ -195,17 +195,9 @@ def _trainer_params() -> set[str]:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
-def validate(
-    cfg: DictConfig,
-    losses: Mapping[str, LossEntry],
-    datasets: Mapping[str, Any],
-    *,
-    check_trainer: bool = True,
-) -> None:
-    """Check values against the rules and the registries; report every problem at once."""
+def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
+    """Problems of the ``data`` section, per dataset (built-ins' values are checked here)."""
     p: list[str] = []
-    d, m, t, g = cfg.data, cfg.model, cfg.train, cfg.geometry
-
     from .data import DIGITS_CLASS_COUNTS, NOISE_DEFAULTS, TARGETS
 
     dname = "file" if d.path is not None else d.name
@@ -253,6 +245,20 @@ def validate(
             p.append(f"data.target: expected {allowed} for dataset {dname!r}, got {d.target!r}")
     if d.seed is not None and d.seed < 0:
         p.append(f"data.seed: must be >= 0, got {d.seed}")
+
+    return p
+
+
+def validate(
+    cfg: DictConfig,
+    losses: Mapping[str, LossEntry],
+    datasets: Mapping[str, Any],
+    *,
+    check_trainer: bool = True,
+) -> None:
+    """Check values against the rules and the registries; report every problem at once."""
+    d, m, t, g = cfg.data, cfg.model, cfg.train, cfg.geometry
+    p = _data_problems(d, datasets)
 
     if m.width is not None and m.width < 1:
         p.append(f"model.width: must be >= 1 or null (= N), got {m.width}")
