@@ -131,3 +131,19 @@ def test_objective_is_fit_plus_weighted_terms():
     total, values, *_ = mod.objective(mod.x, mod.y)
     expect = values["fit"] + 0.1 * (values["coverage"] + values["separation"] + values["overlap"])
     torch.testing.assert_close(total, expect)
+
+
+def test_restore_reads_checkpoints_that_still_hold_loss_buffers():
+    """Checkpoints of protoreg 0.1 saved loss weights and parameters as module buffers; they come
+    from the config now and are ignored on resume, while an unknown key is still an error."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 6, 1, dtype=torch.float64)
+    y = torch.rand(3, 6, 1, dtype=torch.float64)
+    old, new = _module(x, y), _module(x, y, seeds=(5, 6, 7))
+    state = dict(old.state_dict())
+    assert "weights" not in state and not any(k.startswith("param_") for k in state)
+    legacy = {**state, "weights": torch.zeros(3, 3), "param_0_tau": torch.ones(3)}
+    new.restore({"state_dict": legacy, "protoreg": {"step_count": 4, "failures": {}}})
+    assert new.step_count == 4 and torch.equal(new.model.w, old.model.w) and torch.equal(new.model.b, old.model.b)
+    with pytest.raises(RuntimeError, match="nosuch"):
+        new.restore({"state_dict": {**state, "nosuch": torch.ones(1)}})
