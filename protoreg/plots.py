@@ -130,7 +130,13 @@ def prototype_figure(
 
 
 def reconstruction_figure(
-    x: np.ndarray, prototypes: np.ndarray, image_shape: Sequence[int], *, shown: int = 12, title: str = ""
+    x: np.ndarray,
+    prototypes: np.ndarray,
+    image_shape: Sequence[int],
+    *,
+    pairs: Sequence[tuple[int, int, float]] | None = None,
+    shown: int = 12,
+    title: str = "",
 ) -> Figure:
     """Training images next to their matched prototypes, sorted by SSIM: the ``shown // 2`` best
     and the ``shown // 2`` worst pairs (all of them when there are few).
@@ -138,11 +144,13 @@ def reconstruction_figure(
     ``x`` (N, d) training images and ``prototypes`` (M, d), flattened, d = prod(image_shape); the
     matching is the one of ``recon_error`` (:func:`protoreg.metrics.matched_image_pairs`). Each
     pair is drawn as [training image | prototype] on a grey scale clipped to [0, 1], with its SSIM.
+    ``pairs``: those pairs when already computed.
     """
     from .metrics import matched_image_pairs
 
     shape = tuple(int(s) for s in image_shape)
-    pairs = matched_image_pairs(np.asarray(prototypes, dtype=float), np.asarray(x, dtype=float), shape)
+    if pairs is None:
+        pairs = matched_image_pairs(np.asarray(prototypes, dtype=float), np.asarray(x, dtype=float), shape)
     if len(pairs) > shown:
         half = shown // 2
         picked = list(pairs[:half]) + list(pairs[-(shown - half):])

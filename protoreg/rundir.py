@@ -132,7 +132,8 @@ def write_run(stage: Path, spec: "RunSpec", outcome: "GroupOutcome", run: int = 
     if spec.image_shape is not None:
         from .plots import reconstruction_figure
 
-        _save_figure(reconstruction_figure(spec.x, res.prototypes, spec.image_shape), stage / RECONSTRUCTIONS)
+        pairs = outcome.reconstruction_pairs if run == 0 else None
+        _save_figure(reconstruction_figure(spec.x, res.prototypes, spec.image_shape, pairs=pairs), stage / RECONSTRUCTIONS)
     return metrics
 
 
@@ -175,12 +176,19 @@ def read_config(run_dir: Path) -> DictConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
+    return read_yaml(path)
+
+
+def read_yaml(path: Path, advice: str = "") -> DictConfig:
+    """A YAML mapping written by protoreg (``config.yaml``, ``sweep.yaml``); a
+    :class:`RunDirError` naming the file (and ``advice``) when it cannot be read as one."""
+    suffix = f"; {advice}" if advice else ""
     try:
         cfg = OmegaConf.load(path)
     except Exception as exc:  # noqa: BLE001 - any yaml problem
-        raise RunDirError(f"{path}: unreadable ({type(exc).__name__})") from None
+        raise RunDirError(f"{path}: unreadable ({type(exc).__name__}){suffix}") from None
     if not isinstance(cfg, DictConfig):
-        raise RunDirError(f"{path}: expected a mapping of config sections")
+        raise RunDirError(f"{path}: expected a mapping of config sections{suffix}")
     return cfg
 
 

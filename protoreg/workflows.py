@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
@@ -114,6 +114,11 @@ def resolve_config(
         from .sweeps.plan import plan_sweep
 
         return plan_sweep(cfg, reg).base
+    return _validated(cfg, reg)
+
+
+def _validated(cfg: DictConfig, reg: Registry) -> DictConfig:
+    """``cfg`` checked against the registries, every configured loss's parameters written out."""
     C.validate(cfg, reg.losses, reg.datasets)
     return C.resolved(cfg, reg.losses)
 
@@ -134,19 +139,27 @@ def fit(
     ``plugins``: plugin modules or objects with ``@protoreg.hookimpl`` functions, registered
     inline next to the installed ones (a loss defined in a notebook).
     """
-    from .training import build_group, geometry_callback, run_spec, train_group
-
     reg = reg or Registry.load(plugins=plugins)
     if resume is not None:
         return _resume(Path(resume), overrides, config, out, reg)
     cfg = C.load_config(config, overrides)
     target = Path(out) if out is not None else default_out("runs")
     check_out(target)
+    return _train_run(cfg, target, reg)
+
+
+def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping[str, Any] | None = None) -> Run:
+    """Validate ``cfg``, train it (from ``checkpoint`` when resuming) and write ``target``
+    atomically: a new directory, or a resumed one replaced whole (its TensorBoard history kept)."""
+    from .training import build_group, geometry_callback, run_spec, train_group
+
     spec = run_spec(_prepare(cfg, reg), reg)
     group = build_group([spec], reg)
     geometry = geometry_callback(spec.cfg, spec.active, reg.losses)
-    with staging_dir(target) as stage:
-        outcome = train_group(group, geometry, log_dir=stage, checkpoint=stage / "checkpoints" / CHECKPOINT_NAME)
+    with staging_dir(target, replace=checkpoint is not None) as stage:
+        if checkpoint is not None and (target / "tb").is_dir():
+            shutil.copytree(target / "tb", stage / "tb")
+        outcome = train_group(group, geometry, log_dir=stage, checkpoint=stage / "checkpoints" / CHECKPOINT_NAME, resume=checkpoint)
         write_run(stage, spec, outcome)
     run = load_run(target)
     run.seconds = outcome.seconds
@@ -157,31 +170,19 @@ def _prepare(cfg: DictConfig, reg: Registry) -> DictConfig:
     """Validate a fit config, warn about (or refuse) unpaired repulsors; the resolved config."""
     from .pairing import check_pairing
 
-    C.validate(cfg, reg.losses, reg.datasets)
+    resolved = _validated(cfg, reg)
     check_pairing(C.active_losses(C.loss_settings(cfg, reg.losses)), reg.losses, strict=bool(cfg.pairing.strict))
-    return C.resolved(cfg, reg.losses)
+    return resolved
 
 
 def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg: Registry) -> Run:
-    from .training import build_group, geometry_callback, run_spec, train_group
-
     if config is not None or out is not None:
         raise ProtoregError("--resume takes the run's own config.yaml and directory; drop --config/--out")
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no config.yaml)")
     cfg = C.load_config(run_dir / "config.yaml", overrides)
     ckpt = load_checkpoint(run_dir / "checkpoints" / CHECKPOINT_NAME)
-    spec = run_spec(_prepare(cfg, reg), reg)
-    group = build_group([spec], reg)
-    geometry = geometry_callback(spec.cfg, spec.active, reg.losses)
-    with staging_dir(run_dir, replace=True) as stage:
-        if (run_dir / "tb").is_dir():
-            shutil.copytree(run_dir / "tb", stage / "tb")
-        outcome = train_group(group, geometry, log_dir=stage, checkpoint=stage / "checkpoints" / CHECKPOINT_NAME, resume=ckpt)
-        write_run(stage, spec, outcome)
-    run = load_run(run_dir)
-    run.seconds = outcome.seconds
-    return run
+    return _train_run(cfg, run_dir, reg, ckpt)
 
 
 def load_run(path: str | Path) -> Run:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import sys
@@ -94,6 +95,15 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The small paper grid (32 runs) and overrides that make its runs quick.
 QUICK = ROOT / "configs" / "paper_quick.yaml"
 FAST_SWEEP = ["train.steps=30", "train.log_every_n_steps=10", "geometry.every_n_steps=10"]
+
+
+@functools.cache
+def builtin_registries() -> tuple[Any, Any]:
+    """``(losses, datasets)`` of the built-in plugins only (no installed distributions)."""
+    from protoreg.plugins import collect_datasets, collect_losses, get_plugin_manager
+
+    pm = get_plugin_manager(autoload=False)
+    return collect_losses(pm), collect_datasets(pm)
 
 
 @pytest.fixture(scope="module")

@@ -97,17 +97,8 @@ from protoreg.data import (  # noqa: E402
     validate_loaded,
 )
 from protoreg.errors import ConfigError  # noqa: E402
-from protoreg.plugins import collect_datasets, collect_losses, get_plugin_manager  # noqa: E402
+from conftest import builtin_registries  # noqa: E402
 
-_REG = None
-
-
-def registries():
-    global _REG
-    if _REG is None:
-        pm = get_plugin_manager(autoload=False)
-        _REG = (collect_losses(pm), collect_datasets(pm))
-    return _REG
 
 
 def dcfg(**kw):
@@ -260,7 +251,7 @@ def test_npz_image_shape(tmp_path):
 
 
 def check(*overrides):
-    validate(load_config(None, list(overrides)), *registries(), check_trainer=False)
+    validate(load_config(None, list(overrides)), *builtin_registries(), check_trainer=False)
 
 
 @pytest.mark.parametrize(

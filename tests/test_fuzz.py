@@ -16,7 +16,7 @@ from protoreg.config import load_config, validate
 from protoreg.data import file_dataset, validate_arrays
 from protoreg.errors import ProtoregError
 from protoreg.metrics import recon_error, specialization_ratio
-from protoreg.plugins import collect_datasets, collect_losses, get_plugin_manager
+from conftest import builtin_registries
 
 REAL_KEYS = [
     "data.n", "data.dim", "data.low", "data.high", "data.target", "data.path", "data.seed", "data.name",
@@ -33,15 +33,6 @@ VALUES = st.one_of(
 )
 KEYS = st.one_of(st.sampled_from(REAL_KEYS), st.from_regex(r"[a-z]{1,6}(\.[a-z_]{1,6}){0,2}", fullmatch=True))
 
-_PM = None
-
-
-def registries():
-    global _PM
-    if _PM is None:
-        pm = get_plugin_manager(autoload=False)
-        _PM = (collect_losses(pm), collect_datasets(pm))
-    return _PM
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,7 +41,7 @@ def test_config_loader_never_crashes(pairs):
     overrides = [f"{k}={v}" for k, v in pairs]
     try:
         cfg = load_config(None, overrides)
-        validate(cfg, *registries())
+        validate(cfg, *builtin_registries())
     except ProtoregError as exc:
         assert str(exc) and "\n" not in str(exc)
 

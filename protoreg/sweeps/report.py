@@ -197,10 +197,8 @@ def write_report(out: Path | str, *, plan: Plan, reg: Registry, plots: bool = Tr
     out = Path(out)
     rows = read_results(out)
     study, source = reg.studies[plan.study] if plan.study is not None else (None, "")
-    claims: list[Claim] = []
     results = study_results(plan, rows) if study is not None else None
-    if study is not None and results is not None:
-        claims = evaluate_study(study, source, results)
+    claims = evaluate_study(study, source, results) if study is not None and results is not None else []
     made: list[str] = []
     if plots and any(r.get("status") == "completed" for r in rows):
         made = write_plots(out, plan, Table(rows, plan.keys, plan.mask_order()))

@@ -99,11 +99,8 @@ def open_sweep_dir(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         if not manifest.is_file():
             raise RunDirError(f"{out}: not a sweep directory (no {MANIFEST}) and not empty; choose another --out")
-        try:
-            old = OmegaConf.load(manifest)
-        except Exception as exc:  # noqa: BLE001 - any yaml problem
-            raise RunDirError(f"{manifest}: unreadable ({type(exc).__name__}); choose another --out") from None
-        diffs = config_differences(old, base)  # type: ignore[arg-type]
+        old = rundir.read_yaml(manifest, "choose another --out")
+        diffs = config_differences(old, base)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
             raise RunDirError(

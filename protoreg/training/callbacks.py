@@ -122,10 +122,8 @@ class GeometryCallback(pl.Callback):
             for key in ("outside_hull_frac", "mean_hull_distance", "max_hull_distance", "min_prototype_gap", "duplicate_prototypes", "dead_units"):
                 v = ev.scalars[key][sel].double()
                 writer.add_scalar(f"geometry/{key}", float(v.mean()), step)
-            for key in ("recon_error", "specialization_ratio"):
-                value = float(ev.scalars[key][sel].double().mean())
-                if not (key == "recon_error" and math.isnan(value) and not self._recon_now(module, final)):
-                    writer.add_scalar(f"metric/{key}", value, step)
+            for key in ("recon_error", "specialization_ratio") if self._last_recon else ("specialization_ratio",):
+                writer.add_scalar(f"metric/{key}", float(ev.scalars[key][sel].double().mean()), step)
             pos = ev.positions[sel]
             flat = pos[..., 0] if pos.shape[-1] == 1 else pos.norm(dim=-1)
             flat = flat[torch.isfinite(flat)]

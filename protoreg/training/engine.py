@@ -58,6 +58,9 @@ class GroupOutcome:
     interrupted: bool
     group: RunGroup
     geometry: GeometryCallback
+    #: run 0's matched (sample, prototype, SSIM) pairs, best first, when its inputs are images and
+    #: figures are drawn (shared by the TensorBoard image and ``reconstructions.png``)
+    reconstruction_pairs: list[tuple[int, int, float]] | None = None
 
     def figure(self, run: int = 0) -> Any:
         """The prototype figure of run ``run`` (matplotlib Figure)."""
@@ -104,12 +107,16 @@ def train_group(
     runs = [_outcome(group, geometry, ev, r) for r in range(module.model.runs)]
     logger = trainer.logger
     writer = getattr(logger, "experiment", None) if logger is not None else None
-    if group.image_shape is not None and writer is not None and geometry.figures:
+    pairs = None
+    if group.image_shape is not None and geometry.figures:
+        from ..metrics import matched_image_pairs
         from ..plots import reconstruction_figure
 
         spec = group.specs[0]
-        fig = reconstruction_figure(spec.x, runs[0].prototypes, group.image_shape)
-        writer.add_figure("images/reconstructions", fig, int(module.step_count))
+        pairs = matched_image_pairs(runs[0].prototypes, spec.x, group.image_shape)
+        if writer is not None:
+            fig = reconstruction_figure(spec.x, runs[0].prototypes, group.image_shape, pairs=pairs)
+            writer.add_figure("images/reconstructions", fig, int(module.step_count))
     if hparams is not None and writer is not None and not interrupted:
         for (name, hp), run in zip(hparams, runs):
             metric_dict = {f"hparam/{k}": float(run.metrics[k]) for k in METRIC_NAMES}
@@ -118,7 +125,7 @@ def train_group(
             writer.add_hparams(dict(hp), metric_dict, run_name=name, global_step=run.steps)
     if logger is not None:
         logger.finalize("interrupted" if interrupted else "success")
-    return GroupOutcome(runs, seconds, interrupted, group, geometry)
+    return GroupOutcome(runs, seconds, interrupted, group, geometry, pairs)
 
 
 def _outcome(group: RunGroup, geometry: GeometryCallback, ev: Evaluation, r: int) -> RunOutcome:
