@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0  #: initialisation seed (and data seed unless ``data.seed`` is set)
     batch_size: Optional[int] = None  #: samples per step; null = full batch
     log_every_n_steps: int = 50  #: TensorBoard scalar interval (steps between Lightning batches)
+    compile: bool = False  #: ``torch.compile`` the training step (opt-in; the eager step, with a warning, where compilation is unavailable)
 
 
 @dataclass
@@ -83,6 +84,16 @@ class OutputConfig:
 
 
 @dataclass
+class RayConfig:
+    """``sweep.ray.*``: the Ray executor (``sweep.executor: ray``)."""
+
+    address: Optional[str] = None  #: a running cluster (``auto``, ``ray://host:port``); null = start a local Ray instance
+    num_cpus_per_task: float = 1.0  #: CPUs reserved by each group's task
+    num_gpus_per_task: float = 0.0  #: GPUs reserved by each group's task
+    max_retries: int = 2  #: retries of a task whose worker died
+
+
+@dataclass
 class SweepConfig:
     """``sweep.*``: grids of runs for ``protoreg sweep``."""
 
@@ -91,6 +102,9 @@ class SweepConfig:
     seeds: Any = 1  #: number of seeds (0..n-1) or an explicit list
     max_runs_per_batch: int = 256  #: cap on runs trained together in one group (one batched program)
     study: Optional[str] = None  #: a registered study whose claims are checked on the results (``protoreg plugins``); null = none
+    executor: str = "local"  #: ``local`` (this process) | ``ray`` (one Ray task per group; ``pip install "protoreg[ray]"``)
+    ray: RayConfig = field(default_factory=RayConfig)  #: settings of the Ray executor
+    max_runs: int = 100_000  #: a sweep with more runs is refused before planning; raise it to plan bigger grids
 
 
 def _default_losses() -> Dict[str, Dict[str, Any]]:
@@ -291,6 +305,18 @@ def validate(
         p.append(f"geometry.max_outside_frac: must be in [0, 1], got {g.max_outside_frac}")
     if not (_num(g.rel_tol) and g.rel_tol > 0):
         p.append(f"geometry.rel_tol: must be > 0, got {g.rel_tol}")
+
+    sw = cfg.sweep
+    if sw.executor not in ("local", "ray"):
+        p.append(f"sweep.executor: expected local or ray, got {sw.executor!r}")
+    if not (_num(sw.ray.num_cpus_per_task) and sw.ray.num_cpus_per_task > 0):
+        p.append(f"sweep.ray.num_cpus_per_task: must be > 0, got {sw.ray.num_cpus_per_task}")
+    if not (_num(sw.ray.num_gpus_per_task) and sw.ray.num_gpus_per_task >= 0):
+        p.append(f"sweep.ray.num_gpus_per_task: must be >= 0, got {sw.ray.num_gpus_per_task}")
+    if sw.ray.max_retries < 0:
+        p.append(f"sweep.ray.max_retries: must be >= 0, got {sw.ray.max_retries}")
+    if sw.max_runs < 1:
+        p.append(f"sweep.max_runs: must be >= 1, got {sw.max_runs}")
 
     for name, params in cfg.losses.items():
         key = f"losses.{name}"

@@ -39,7 +39,16 @@ def default_out() -> Path:
 
 
 #: Settings that may change between invocations on the same directory (results do not depend on them).
-VOLATILE_KEYS: tuple[str, ...] = ("sweep.max_runs_per_batch", "sweep.study")
+VOLATILE_KEYS: tuple[str, ...] = (
+    "sweep.max_runs_per_batch",
+    "sweep.study",
+    "sweep.executor",
+    "sweep.ray.address",
+    "sweep.ray.num_cpus_per_task",
+    "sweep.ray.num_gpus_per_task",
+    "sweep.ray.max_retries",
+    "sweep.max_runs",
+)
 
 
 def _manifest_container(cfg: DictConfig) -> dict[str, Any]:
