@@ -105,7 +105,10 @@ def _corral_inverse(xs: Tensor, mask: Tensor) -> Tensor:
     eye = torch.eye(K, dtype=xs.dtype, device=xs.device).expand_as(H)
     H = torch.where(pair, H, eye)
     inv, info = torch.linalg.inv_ex(H)
-    return torch.where((info == 0)[:, None, None], inv, torch.linalg.pinv(H, hermitian=True))
+    singular = (info != 0).nonzero().squeeze(1)
+    if singular.numel():  # the pseudo-inverse (an eigendecomposition) only where it is needed
+        inv[singular] = torch.linalg.pinv(H[singular], hermitian=True)
+    return inv
 
 
 def _corral_lstsq(xs: Tensor, mask: Tensor, p: Tensor) -> Tensor:
