@@ -25,3 +25,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a protoreg checkpoint (no state_dict)")
     return ckpt
+
+
+def trained_steps(ckpt: dict[str, Any]) -> int:
+    """The optimisation steps a checkpoint read by :func:`load_checkpoint` has trained."""
+    try:
+        return int(ckpt.get("protoreg", {}).get("step_count", 0))
+    except (TypeError, ValueError, AttributeError):
+        raise CheckpointError("not a protoreg checkpoint (unreadable step count)") from None

@@ -1,4 +1,4 @@
-"""Atomic file and directory writes: a reader never sees a half-written file or run directory."""
+"""Atomic writes: a reader never sees a half-written file; a folder staged elsewhere is merged into\nits destination file by file, its completion marker last; one writer at a time per directory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import RunDirError
 
 
 def _umask() -> int:
@@ -40,32 +42,74 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
-
-
 @contextlib.contextmanager
-def staging_dir(out: Path, *, replace: bool = False) -> Iterator[Path]:
-    """A temporary sibling of ``out`` that becomes ``out`` only when the block completes.
+def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on the file ``path`` (created, and removed again on
+    release) for the duration of the block.
 
-    On an exception the staging folder is removed and ``out`` is left as it was. With
-    ``replace=True`` an existing ``out`` is swapped for the new one (old one removed after).
+    Raises :class:`~protoreg.errors.RunDirError` naming ``path``'s folder when another process
+    holds it (``holder`` says what kind of writer that is, e.g. "protoreg fit"). Where ``fcntl``
+    is unavailable (not POSIX) the block runs unlocked.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    os.chmod(stage, 0o777 & ~_umask())
     try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists() and replace:
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunDirError(f"{path.parent}: another {holder} is writing to this directory (refusing a second writer)") from None
+        try:  # the file we locked may have been removed by its previous holder: lock the current one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, a symbolic link or a folder with its contents (nothing if absent)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
     else:
-        if is_empty_dir(out):
-            out.rmdir()
-        os.replace(stage, out)
+        path.unlink(missing_ok=True)
+
+
+def merge_into(stage: Path, out: Path, *, last: str) -> None:
+    """Move every file of the folder ``stage`` into ``out`` (same file system), keeping
+    everything else in ``out``; ``stage`` is removed.
+
+    Each file replaces its namesake atomically (``os.replace``); sub-folders are merged the same
+    way. ``out/last`` is removed first and ``stage/last`` moved last, so ``out`` holds a ``last``
+    only once every other file is in place.
+    """
+    (out / last).unlink(missing_ok=True)
+    for entry in sorted(stage.iterdir()):
+        if entry.name != last:
+            _merge(entry, out / entry.name)
+    if (stage / last).exists():
+        os.replace(stage / last, out / last)
+    shutil.rmtree(stage)
+
+
+def _merge(src: Path, dst: Path) -> None:
+    if src.is_dir() and not src.is_symlink():
+        if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+            dst.unlink()
+        dst.mkdir(exist_ok=True)
+        for entry in sorted(src.iterdir()):
+            _merge(entry, dst / entry.name)
+        return
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)
+    os.replace(src, dst)

@@ -1,26 +1,33 @@
-"""Run directories: the one writer of ``config.yaml``, ``metrics.json``, ``prototypes.csv`` and
-``prototypes.png``, the one format of prototype rows (shared with a sweep's ``prototypes.csv``),
-and the reader behind :func:`protoreg.load_run`.
+"""Run directories: the one way into them (:func:`writing_run`: one writer at a time, staged,
+merged in with ``metrics.json`` last, the user's own files kept), the one writer of
+``config.yaml``, ``metrics.json``, ``prototypes.csv`` and ``prototypes.png``, the one format of
+prototype rows (shared with a sweep's ``prototypes.csv``), and the reader behind
+:func:`protoreg.load_run`.
 
 Kept free of Lightning so that reading a run is quick.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import glob
 import io
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import RunDirError
-from .io import atomic_write_json, atomic_write_text, is_empty_dir
+from .io import atomic_write_json, atomic_write_text, exclusive_lock, merge_into, remove_tree
 
 if TYPE_CHECKING:  # pragma: no cover
     from .training import GroupOutcome, RunSpec, Units
@@ -31,6 +38,12 @@ PROTOTYPES = "prototypes.csv"
 FIGURE = "prototypes.png"
 DATA = "data.npz"
 RECONSTRUCTIONS = "reconstructions.png"
+#: The lock held by the one process writing a run directory (removed when it is done).
+LOCK = ".protoreg.lock"
+#: Prefix of the staging folder inside a run directory while a run is being trained and written.
+STAGE_PREFIX = ".protoreg-partial-"
+#: What marks a sweep directory (see :mod:`protoreg.sweeps.store`).
+SWEEP_MANIFEST = "sweep.yaml"
 #: Columns of a prototype row after the coordinates ``p0..p{d-1}``.
 PROTOTYPE_TAIL: tuple[str, ...] = ("outside_hull", "hull_distance", "expelled_at_step", "wins")
 
@@ -42,12 +55,115 @@ def default_out(root: str) -> Path:
 
 
 def check_out(out: Path) -> None:
-    """Refuse an ``--out`` that exists with content or that cannot be created (before training)."""
-    if out.exists() and not out.is_dir():
+    """Refuse an ``--out`` that a new run may not be written to (before training; only missing
+    parent folders are created).
+
+    Accepted: a path that does not exist yet (its parent can be created and written) or an empty
+    directory, also through a symbolic link or as ``.``, ignoring staging leftovers of a killed
+    process (they are cleaned by :func:`writing_run`). Refused, with the reason: a dangling
+    symbolic link, a file, a folder that cannot be written, a sweep directory, a run directory
+    (continue it with ``--resume``) and any other folder with content.
+    """
+    if out.is_symlink() and not out.exists():
+        raise RunDirError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist (create it, or choose another --out)")
+    if not out.exists():
+        ensure_parent(out)
+        return
+    if not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
-    if out.exists() and not is_empty_dir(out):
-        raise RunDirError(f"{out}: output directory exists and is not empty (choose another --out)")
-    ensure_parent(out)
+    _check_writable(out)
+    content = _content(out)
+    if not content:
+        return
+    if (out / SWEEP_MANIFEST).is_file():
+        raise RunDirError(f"{out}: a sweep directory, not a run directory (choose another --out)")
+    if (out / CONFIG).is_file():
+        status = _status(out)
+        raise RunDirError(f"{out}: already holds a run ({status}); continue it with `protoreg fit --resume {out}`, or choose another --out")
+    shown = ", ".join(sorted(content)[:3]) + (", ..." if len(content) > 3 else "")
+    raise RunDirError(f"{out}: output directory exists and is not empty ({shown}); choose another --out")
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse a ``--resume`` directory that is not a run directory written by ``fit``."""
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    if (run_dir / SWEEP_MANIFEST).is_file():
+        raise RunDirError(f"{run_dir}: a sweep directory; re-run its `protoreg sweep` command to resume it")
+    if not (run_dir / CONFIG).is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
+    _check_writable(run_dir)
+
+
+def _check_writable(path: Path) -> None:
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunDirError(f"{path}: cannot write to the run directory (Permission denied)")
+
+
+def _status(run_dir: Path) -> str:
+    """``status S`` from ``metrics.json``, or why there is none."""
+    try:
+        return f"status {read_metrics(run_dir).get('status', 'unknown')}"
+    except RunDirError:
+        return f"incomplete: no readable {METRICS}"
+
+
+def _content(out: Path) -> list[str]:
+    """The names in ``out`` other than protoreg's lock and staging leftovers."""
+    return [p.name for p in out.iterdir() if p.name != LOCK and not p.name.startswith(STAGE_PREFIX)]
+
+
+def _leftovers(out: Path) -> list[Path]:
+    """Staging folders of killed ``fit`` processes: inside ``out``, and (written by protoreg
+    by older versions) ``.NAME.partial-*`` next to it."""
+    inside = [p for p in out.iterdir() if p.name.startswith(STAGE_PREFIX)]
+    beside = list(out.parent.glob(f".{glob.escape(out.name)}.partial-*")) if out.name else []
+    return sorted(inside) + sorted(p for p in beside if p.is_dir() and not p.is_symlink())
+
+
+@contextlib.contextmanager
+def writing_run(out: Path, *, resume: bool) -> Iterator[Path]:
+    """The one way into a run directory: lock ``out`` and yield a staging folder inside it.
+
+    ``out`` is created when missing (a new run) and locked against a second writer (refused
+    with :class:`RunDirError`); staging leftovers of killed processes are reported (a warning)
+    and removed. When the block completes, the staged files are merged into ``out`` with
+    ``metrics.json`` last (:func:`protoreg.io.merge_into`), so every file protoreg did not write
+    stays. When the block raises, the staging folder is
+    removed, ``out`` is left as it was, and a folder created here is removed again.
+    """
+    created = False
+    if not out.exists():
+        ensure_parent(out)
+        try:
+            out.mkdir()
+            created = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise RunDirError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from None
+    stage: Path | None = None
+    try:
+        with exclusive_lock(out / LOCK, "protoreg fit"):
+            if resume:
+                check_resumable(out)
+            else:
+                check_out(out)
+            for old in _leftovers(out):
+                warnings.warn(f"{old}: removed the staging folder of an earlier protoreg fit that did not finish", stacklevel=3)
+                remove_tree(old)
+            stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+            try:
+                yield stage
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
+            merge_into(stage, out, last=METRICS)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only while still empty: nothing of anyone's is removed
+        raise
 
 
 def ensure_parent(out: Path) -> None:

@@ -6,9 +6,9 @@ from typing import Iterable
 
 #: Every status a run can end with, and the exit code it gives.
 EXIT_CODES: dict[str, int] = {
-    "completed": 0,  # trained train.steps
-    "stopped": 0,  # the geometry check stopped it (geometry.on_expulsion=stop), as asked
-    "failed": 1,  # a loss term became non-finite, or a plugin raised
+    "completed": 0,  # trained exactly train.steps (never fewer)
+    "stopped": 0,  # stopped early, as asked: the geometry check (geometry.on_expulsion=stop) or trainer.max_time; resumable
+    "failed": 1,  # a loss term became non-finite, a plugin raised, or training ended early for another reason
     "interrupted": 130,  # SIGINT/SIGTERM; the run directory is complete and resumable
 }
 

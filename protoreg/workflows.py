@@ -8,22 +8,36 @@ a run that fails or is interrupted is returned with that ``status`` (exit 1 or 1
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import signal
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import config as C
 from .api import Claim
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-from .errors import ProtoregError, RunDirError
-from .io import staging_dir
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, trained_steps
+from .errors import ConfigError, ProtoregError, RunDirError
 from .plugins import Registry
+from .rundir import (
+    CONFIG,
+    METRICS,
+    PROTOTYPES,
+    check_out,
+    check_resumable,
+    default_out,
+    read_config,
+    read_metrics,
+    read_prototype_positions,
+    write_run,
+    writing_run,
+)
 from .status import exit_code
-from .rundir import PROTOTYPES, check_out, default_out, read_config, read_metrics, read_prototype_positions, write_run
 
 @dataclass
 class Run:
@@ -33,7 +47,8 @@ class Run:
     ----------
     dir : Path
     status : str
-        ``completed``, ``stopped`` (the geometry check stopped it), ``failed`` or ``interrupted``.
+        ``completed`` (trained ``train.steps``), ``stopped`` (the geometry check or ``trainer.max_time``
+        stopped it), ``failed`` or ``interrupted``.
     metrics : dict
         The contents of ``metrics.json``.
     prototypes : numpy array (M, d)
@@ -124,6 +139,39 @@ def _validated(cfg: DictConfig, reg: Registry) -> DictConfig:
 
 
 # ---------------------------------------------------------------------- fit
+#: Trainer arguments refused by ``fit``: they would end training before ``train.steps`` (a run
+#: marked completed that is not), or do not apply to protoreg's one-process, manually stepped
+#: training. Each maps to what to use instead.
+REFUSED_TRAINER_KEYS: dict[str, str] = {
+    "fast_dev_run": "it ends training after one chunk; use train.steps (e.g. train.steps=10) instead",
+    "limit_train_batches": "it ends training before train.steps; use train.steps instead",
+    "overfit_batches": "it ends training before train.steps; use train.steps and data.n instead",
+    "limit_val_batches": "protoreg has no validation loop",
+    "val_check_interval": "protoreg has no validation loop",
+    "check_val_every_n_epoch": "protoreg has no validation loop",
+    "num_sanity_val_steps": "protoreg has no validation loop",
+    "limit_test_batches": "protoreg has no test loop",
+    "limit_predict_batches": "protoreg has no predict loop",
+    "accumulate_grad_batches": "protoreg steps the optimiser itself; use train.batch_size instead",
+    "gradient_clip_val": "protoreg steps the optimiser itself (no gradient clipping)",
+    "gradient_clip_algorithm": "protoreg steps the optimiser itself (no gradient clipping)",
+}
+
+#: Keys that ``fit --resume`` may change: how long and where the run trains and what it checks
+#: (prefixes end with a dot). Every other key defines the run and is refused on resume.
+RESUME_MUTABLE_KEYS: tuple[str, ...] = (
+    "train.steps",
+    "train.log_every_n_steps",
+    "train.compile",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.max_time",
+    "geometry.",
+    "pairing.",
+    "sweep.",
+)
+
+
 def fit(
     *overrides: str,
     config: str | Path | None = None,
@@ -132,57 +180,150 @@ def fit(
     plugins: Sequence[Any] = (),
     reg: Registry | None = None,
 ) -> Run:
-    """Train one model and write its run directory (atomically); return the :class:`Run`.
+    """Train one model and write its run directory; return the :class:`Run`.
 
-    ``out`` defaults to ``runs/<timestamp>``. ``resume`` continues an interrupted run directory
-    to ``train.steps`` (its own ``config.yaml`` with ``overrides`` on top; no ``config``/``out``).
+    ``out`` defaults to ``runs/<timestamp>``; it must be new or an empty directory (see
+    :func:`protoreg.rundir.check_out`). ``resume`` continues a run directory to ``train.steps``:
+    its own ``config.yaml`` with ``overrides`` on top, which may change only
+    :data:`RESUME_MUTABLE_KEYS` (no ``config``/``out``). The run directory is locked while it is
+    written, and files in it that protoreg did not write are kept.
     ``plugins``: plugin modules or objects with ``@protoreg.hookimpl`` functions, registered
     inline next to the installed ones (a loss defined in a notebook).
     """
     reg = reg or Registry.load(plugins=plugins)
     if resume is not None:
         return _resume(Path(resume), overrides, config, out, reg)
-    cfg = C.load_config(config, overrides)
+    prepared = _prepare(C.load_config(config, overrides), reg)
     target = Path(out) if out is not None else default_out("runs")
     check_out(target)
-    return _train_run(cfg, target, reg)
+    return _train_run(prepared, target, reg)
 
 
 def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping[str, Any] | None = None) -> Run:
-    """Validate ``cfg``, train it (from ``checkpoint`` when resuming) and write ``target``
-    atomically: a new directory, or a resumed one replaced whole (its TensorBoard history kept)."""
+    """Train the prepared config ``cfg`` (from ``checkpoint`` when resuming) and write ``target``
+    through :func:`protoreg.rundir.writing_run`. SIGINT/SIGTERM from here to the end stop
+    training after the current step; one that arrives after training still gets a complete run
+    directory."""
     from .training import build_group, geometry_callback, run_spec, train_group
 
-    spec = run_spec(_prepare(cfg, reg), reg)
+    spec = run_spec(cfg, reg)
     group = build_group([spec], reg)
     geometry = geometry_callback(spec.cfg, spec.active, reg.losses)
-    with staging_dir(target, replace=checkpoint is not None) as stage:
-        if checkpoint is not None and (target / "tb").is_dir():
-            shutil.copytree(target / "tb", stage / "tb")
+    with _signals_stop(group.module), writing_run(target, resume=checkpoint is not None) as stage:
         outcome = train_group(group, geometry, log_dir=stage, checkpoint=stage / "checkpoints" / CHECKPOINT_NAME, resume=checkpoint)
         write_run(stage, spec, outcome)
+    sig = group.module.stop_signal
+    if sig is not None and outcome.runs[0].status == "completed":
+        warnings.warn(f"{signal.Signals(sig).name} arrived after training had finished; the run directory was completed", stacklevel=3)
     run = load_run(target)
     run.seconds = outcome.seconds
     return run
+
+
+@contextlib.contextmanager
+def _signals_stop(module: Any) -> Iterator[None]:
+    """SIGINT/SIGTERM ask ``module`` to stop (after its current step) instead of raising, until
+    the run directory is written; the previous handlers come back afterwards (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, lambda signum, frame: module.request_stop(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _prepare(cfg: DictConfig, reg: Registry) -> DictConfig:
     """Validate a fit config, warn about (or refuse) unpaired repulsors; the resolved config."""
     from .pairing import check_pairing
 
-    resolved = _validated(cfg, reg)
+    problems = _trainer_problems(cfg.trainer)
+    try:
+        resolved = _validated(cfg, reg)
+    except ConfigError as exc:  # every problem at once
+        raise ConfigError("; ".join([str(exc), *problems])) from None
+    if problems:
+        raise ConfigError("; ".join(problems))
     check_pairing(C.active_losses(C.loss_settings(cfg, reg.losses)), reg.losses, strict=bool(cfg.pairing.strict))
     return resolved
 
 
+def _trainer_problems(trainer: Mapping[str, Any]) -> list[str]:
+    """Trainer settings ``fit`` refuses: :data:`REFUSED_TRAINER_KEYS`, and more than one device,
+    node or process (protoreg trains in this one process; Lightning would start copies of it)."""
+    p = [f"trainer.{k}: not supported, {why}" for k, why in REFUSED_TRAINER_KEYS.items() if k in trainer]
+    if "devices" in trainer and not _one_device(trainer["devices"]):
+        p.append(f"trainer.devices: protoreg trains on one device in one process, got {trainer['devices']!r}; use 1 (or one index such as [0])")
+    if trainer.get("num_nodes", 1) != 1:
+        p.append(f"trainer.num_nodes: protoreg trains on one device in one process, got {trainer['num_nodes']!r}")
+    if trainer.get("strategy", "auto") not in ("auto", "single_device"):
+        p.append(f"trainer.strategy: protoreg trains on one device in one process, got {trainer['strategy']!r}; use auto")
+    return p
+
+
+def _one_device(devices: Any) -> bool:
+    """``trainer.devices`` names exactly one device: 1, ``"1"``, ``[i]`` or ``"i,"``."""
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices == 1
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:
+            return len([part for part in text.split(",") if part.strip()]) == 1
+        return text == "1"
+    return isinstance(devices, (list, tuple, ListConfig)) and len(devices) == 1
+
+
 def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg: Registry) -> Run:
+    """Continue ``run_dir``: refuse, before anything is written, a change to what defines the run
+    (anything outside :data:`RESUME_MUTABLE_KEYS`) and a ``train.steps`` it has already trained."""
     if config is not None or out is not None:
         raise ProtoregError("--resume takes the run's own config.yaml and directory; drop --config/--out")
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml)")
-    cfg = C.load_config(run_dir / "config.yaml", overrides)
+    check_resumable(run_dir)
+    saved = C.load_config(run_dir / CONFIG)
+    cfg = C.load_config(run_dir / CONFIG, overrides)
+    changed = _defining_changes(saved, cfg)
+    if changed:
+        keys = ", ".join(k for k, _ in changed)
+        shown = "; ".join(f"{k} {v}" for k, v in changed)
+        raise ConfigError(
+            f"{keys}: cannot change when resuming {run_dir} ({shown}); only train.steps, train.log_every_n_steps, "
+            "train.compile, trainer.accelerator, trainer.devices, trainer.max_time, geometry.* and pairing.* "
+            "may change (train a new run with --out to change the others)"
+        )
+    prepared = _prepare(cfg, reg)
     ckpt = load_checkpoint(run_dir / "checkpoints" / CHECKPOINT_NAME)
-    return _train_run(cfg, run_dir, reg, ckpt)
+    trained, steps = trained_steps(ckpt), int(prepared.train.steps)
+    if steps <= trained:
+        raise ConfigError(f"train.steps: {run_dir} has already trained {trained} steps ({_status_of(run_dir)}); resume with train.steps above {trained} to train it longer")
+    return _train_run(prepared, run_dir, reg, ckpt)
+
+
+def _defining_changes(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, str]]:
+    """``(key, "old -> new")`` for every key outside :data:`RESUME_MUTABLE_KEYS` that differs."""
+    a = C.flatten(OmegaConf.to_container(saved, resolve=True))
+    b = C.flatten(OmegaConf.to_container(cfg, resolve=True))
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == m or (m.endswith(".") and key.startswith(m)) for m in RESUME_MUTABLE_KEYS):
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            out.append((key, f"{_show(a.get(key, '<unset>'))} -> {_show(b.get(key, '<unset>'))}"))
+    return out
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _status_of(run_dir: Path) -> str:
+    try:
+        return f"status {read_metrics(run_dir).get('status', 'unknown')}"
+    except RunDirError:
+        return f"no readable {METRICS}"
 
 
 def load_run(path: str | Path) -> Run:

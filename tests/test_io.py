@@ -28,24 +28,27 @@ def test_failed_atomic_write_keeps_the_previous_file(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"], "temporary file left behind"
 
 
-def test_staging_dir_is_all_or_nothing(tmp_path: Path) -> None:
+def test_run_dir_writes_are_all_or_nothing(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(RuntimeError):
-        with pio.staging_dir(out) as stage:
+        with rundir.writing_run(out, resume=False) as stage:
             (stage / "half.txt").write_text("x")
             raise RuntimeError("crash while writing")
     assert list(tmp_path.iterdir()) == []
 
     out.mkdir()
-    (out / "old.txt").write_text("old")
+    (out / "config.yaml").write_text("old")
+    (out / "notes.md").write_text("mine")
     with pytest.raises(RuntimeError):
-        with pio.staging_dir(out, replace=True) as stage:
-            (stage / "new.txt").write_text("new")
+        with rundir.writing_run(out, resume=True) as stage:
+            (stage / "config.yaml").write_text("new")
             raise RuntimeError("crash")
-    assert [p.name for p in tmp_path.iterdir()] == ["run"] and [p.name for p in out.iterdir()] == ["old.txt"]
-    with pio.staging_dir(out, replace=True) as stage:
-        (stage / "new.txt").write_text("new")
-    assert [p.name for p in tmp_path.iterdir()] == ["run"] and [p.name for p in out.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.md"] and (out / "config.yaml").read_text() == "old"
+    with rundir.writing_run(out, resume=True) as stage:
+        (stage / "config.yaml").write_text("new")
+        (stage / "metrics.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "notes.md"]
+    assert (out / "config.yaml").read_text() == "new"
 
 
 @pytest.mark.slow

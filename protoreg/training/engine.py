@@ -17,6 +17,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from ..errors import ConfigError
 from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, Evaluation
 from .callbacks import GeometryCallback
 from .group import RunGroup
@@ -37,7 +40,7 @@ class Units:
 class RunOutcome:
     """How one run of a group ended."""
 
-    status: str  #: ``completed`` | ``failed`` | ``interrupted`` | ``stopped`` (see :data:`protoreg.status.EXIT_CODES`)
+    status: str  #: ``completed`` (trained ``train.steps``) | ``failed`` | ``interrupted`` | ``stopped`` (see :data:`protoreg.status.EXIT_CODES`)
     reason: str  #: why it did not complete ('' when completed)
     metrics: dict[str, float | int | None]  #: every name of :data:`~protoreg.evaluate.METRIC_NAMES` and ``IMAGE_METRIC_NAMES`` (None: not images)
     steps: int  #: optimisation steps trained
@@ -96,8 +99,14 @@ def train_group(
             if key.startswith("GeometryCallback"):
                 geometry.load_state_dict(state)
     t0 = time.perf_counter()
-    fit_chunks(module, trainer)
+    try:
+        fit_chunks(module, trainer)
+    except MisconfigurationException as exc:  # Lightning refusing a trainer.* setting when fitting starts
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"trainer: {first_line}") from None
     seconds = time.perf_counter() - t0
+    if geometry.last_report is None:  # training ended before its first check (trainer.max_time=0)
+        geometry.check(trainer, module, final=True)
     if checkpoint is not None:
         save_checkpoint(trainer, checkpoint)
     interrupted = module.stopped_reason == "interrupted"
@@ -143,6 +152,13 @@ def _outcome(group: RunGroup, geometry: GeometryCallback, ev: Evaluation, r: int
         status = "stopped"
         reason = f"stopped at step {geometry.stopped_at}: prototypes left the convex hull (geometry.on_expulsion=stop)"
         extra = {"stopped": "expulsion", "stopped_at_step": geometry.stopped_at}
+    elif steps < module.steps:  # Lightning ended the loop early: say so, never "completed"
+        max_time = group.cfg.trainer.get("max_time")
+        if max_time is not None:
+            status, reason = "stopped", f"trainer.max_time={max_time} reached after {steps} of {module.steps} steps"
+            extra = {"stopped": "max_time", "stopped_at_step": steps}
+        else:
+            status, reason = "failed", f"training ended after {steps} of {module.steps} steps (stopped early by Lightning)"
     m = ev.positions.shape[1]
     expelled = geometry.expelled_at[r].numpy() if geometry.expelled_at is not None else np.full(m, -1)
     units = Units(
