@@ -391,7 +391,7 @@ def sweep(
     from .sweeps.store import read_results
     from .sweeps.report import parse_row
 
-    reg = reg or Registry.load()
+    reg = reg or Registry.load(plugins=plugins)
     cfg = C.load_config(config, overrides)
     target = Path(out) if out is not None else sweep_out()
     res = run_sweep(cfg, target, reg=reg, echo=echo, plots=plots)

@@ -1,31 +1,44 @@
 """Running a sweep: validate every run, open (or resume) the sweep directory, train the unfinished
-runs group by group through the training engine, record each finished group atomically, report."""
+runs group by group with an executor (:mod:`.executors`: this process, or Ray tasks), record each
+finished group atomically as it arrives, put the records in the plan's order, report.
+
+This process (the *driver*) is the only writer of the sweep directory."""
 
 from __future__ import annotations
 
+import csv
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig
 
 from ..api import Claim
 from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
+from ..io import atomic_write_text
 from ..pairing import PairingWarning
 from ..plugins import Registry
-from ..rundir import prototype_rows
+from ..rundir import csv_text, prototype_rows
 from ..status import exit_code
-from ..training import GroupOutcome, RunOutcome, build_group, geometry_callback, train_group
+from ..training import RunOutcome, train_group
+from .executors import Echo, Engine, GroupJob, GroupResult, make_executor
 from .grid import SweepRun, format_value
 from .plan import Plan, pairing_line, plan_groups, plan_sweep
 from .report import expulsion_warning, write_report
-from .store import PROTOTYPES, RESULTS, TB, append_rows, init_files, locked, next_group_index, open_sweep_dir, read_prototype_rows, read_results
-
-Echo = Callable[[str], None]
-#: The training engine's signature (:func:`protoreg.training.train_group`); injectable for tests.
-Engine = Callable[..., GroupOutcome]
+from .store import (
+    PROTOTYPES,
+    RESULTS,
+    TB,
+    append_rows,
+    init_files,
+    locked,
+    next_group_index,
+    open_sweep_dir,
+    read_prototype_rows,
+    read_results,
+)
 
 
 @dataclass
@@ -75,20 +88,6 @@ def result_row(run: SweepRun, res: RunOutcome, plan: Plan, *, seconds: float, in
     return row
 
 
-def train_runs(runs: Sequence[SweepRun], plan: Plan, reg: Registry, out: Path, index: int, engine: Engine = train_group) -> GroupOutcome:
-    """Train ``runs`` as one group with ``engine``; TensorBoard in ``tb/batch_<index>/``
-    (``loss/*`` and ``geometry/*`` over the group's runs, and an HParams session per run)."""
-    specs = [plan.specs[r.name] for r in runs]
-    group = build_group(specs, reg, fail_fast=False)
-    union: list[str] = []
-    for spec in specs:
-        union.extend(a for a in spec.active if a not in union)
-    # expulsion is data in a sweep: it is summarised once at the end, not warned per group
-    geometry = geometry_callback(specs[0].cfg, union, reg.losses, on_expulsion="ignore", figures=False)
-    hparams = [(r.name, hparams_of(r, s.settings)) for r, s in zip(runs, specs)]
-    return engine(group, geometry, log_dir=out, tb_name=f"{TB}/batch_{index:03d}", hparams=hparams)
-
-
 def _copy_row(row: Mapping[str, Any], dup: SweepRun, plan: Plan) -> dict[str, Any]:
     """The result row of ``dup``, a run with the same effective settings as the run of ``row``."""
     out = dict(row)
@@ -129,11 +128,94 @@ class _Recorder:
         self.done |= {r["run"] for r in rows}
 
 
+def failed_row(run: SweepRun, plan: Plan, *, reason: str, index: int) -> dict[str, Any]:
+    """The ``results.csv`` row of a run whose whole group failed (no metrics: empty cells)."""
+    row: dict[str, Any] = {"run": run.name, "mask": run.mask, "n": int(plan.specs[run.name].x.shape[0]), "seed": run.seed}
+    row.update({k: format_value(run.values[k]) for k in plan.keys})
+    row.update(steps=0, seconds="0.0000", status="failed", reason=reason, batch=index)
+    return row
+
+
+def record_order(plan: Plan) -> list[str]:
+    """Run names in the order an uninterrupted sweep records them: group by group (the plan's
+    groups), each group's runs followed by the runs sharing their result."""
+    copies: dict[str, list[str]] = {}
+    for r in plan.runs:
+        if r.name in plan.twins:
+            copies.setdefault(plan.twins[r.name], []).append(r.name)
+    order: list[str] = []
+    for runs in plan_groups([r for r in plan.runs if r.name not in plan.twins], plan):
+        order += [r.name for r in runs]
+        order += [d for r in runs for d in copies.get(r.name, [])]
+    return order
+
+
+def _read_table(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [r for r in csv.reader(fh) if r]
+
+
+def write_in_order(out: Path, plan: Plan) -> None:
+    """Rewrite ``prototypes.csv`` and ``results.csv`` (atomically, each only if its order
+    changes) in :func:`record_order`, whatever order the groups finished in; prototypes of runs
+    missing from ``results.csv`` are dropped."""
+    position = {name: i for i, name in enumerate(record_order(plan))}
+    results = _read_table(out / RESULTS)
+    done = {r[0] for r in results[1:]}
+    for path in (out / PROTOTYPES, out / RESULTS):  # prototypes first, as when recording
+        if not path.is_file():
+            continue
+        table = results if path.name == RESULTS else _read_table(path)
+        body = [r for r in table[1:] if r[0] in done]
+        ordered = sorted(body, key=lambda r: position.get(r[0], len(position)))  # stable: units keep their order
+        if ordered != table[1:]:
+            atomic_write_text(path, csv_text([table[0], *ordered]))
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s}s" if s < 120 else f"{s // 60}m{s % 60:02d}s"
+
+
+class _Progress:
+    """``batch k/K`` lines with an ETA from the runs finished so far (groups may finish in any order)."""
+
+    def __init__(self, say: Echo, jobs: Sequence[GroupJob]) -> None:
+        self.say, self.total, self.runs = say, len(jobs), sum(len(j.runs) for j in jobs)
+        self.done = self.done_runs = 0
+        self.t0 = time.perf_counter()
+
+    def finished(self, res: GroupResult, plan: Plan) -> None:
+        job = res.job
+        self.done += 1
+        self.done_runs += len(job.runs)
+        n = plan.specs[job.runs[0].name].x.shape[0]
+        if res.error:
+            what = f"failed: {res.error}"
+        else:
+            failed_now = sum(o.status == "failed" for o in res.outcomes)
+            what = f"{res.seconds:.1f}s" + (f", {failed_now} failed" if failed_now else "")
+        left = self.runs - self.done_runs
+        eta = f"; ETA {_duration((time.perf_counter() - self.t0) * left / self.done_runs)}" if left else ""
+        self.say(f"  batch {self.done}/{self.total} (tb/batch_{job.index:03d}): {len(job.runs)} runs, n={n}, {what}{eta}")
+
+
+def _write_tb(out: Path, index: int, files: Mapping[str, bytes]) -> None:
+    """A worker's TensorBoard files under ``tb/batch_<index>/``."""
+    root = out / TB / f"batch_{index:03d}"
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
 def run_sweep(
     base: DictConfig, out: Path, *, reg: Registry, echo: Echo | None = None, plots: bool = True, engine: Engine = train_group
 ) -> SweepOutcome:
     """Validate every run of ``base``, then train the unfinished ones group by group into ``out``
-    (each group through ``engine``, the training engine).
+    with the executor of ``sweep.executor`` (each group through ``engine``, the training engine),
+    record each finished group atomically, and leave ``results.csv`` and ``prototypes.csv`` in
+    :func:`record_order`.
 
     Runs whose effective settings are identical (e.g. the baseline at every value of an inactive
     loss's temperature) are trained once and share the result (their ``seconds`` are 0).
@@ -141,6 +223,7 @@ def run_sweep(
     say: Echo = echo or (lambda s: None)
     t_start = time.perf_counter()
     plan = plan_sweep(base, reg)  # nothing is written before every run is valid
+    executor = make_executor(plan, reg, out, engine=engine, echo=say)
     line = pairing_line(plan)
     if line:
         warnings.warn(line, PairingWarning, stacklevel=2)
@@ -169,28 +252,32 @@ def run_sweep(
             + f") in {len(groups)} batch(es) -> {out}"
         )
         index = next_group_index(out, existing)
-        trained, interrupted = 0, False
-        for i, runs in enumerate(groups):
-            outcome = train_runs(runs, plan, reg, out, index, engine)
-            if outcome.interrupted:
-                interrupted = True
-                say(f"  batch {i + 1}/{len(groups)} interrupted; its {len(runs)} runs were not recorded")
-                break
-            per_run = outcome.seconds / len(runs)
-            rows = [result_row(r, res, plan, seconds=per_run, index=index) for r, res in zip(runs, outcome.runs)]
-            protos = [[r.name, *p] for r, res in zip(runs, outcome.runs) for p in prototype_rows(res.units, plan.dim())]
-            rec.record(rows, protos)
+        jobs = [
+            GroupJob(index + i, runs, [plan.specs[r.name] for r in runs], [(r.name, hparams_of(r, plan.specs[r.name].settings)) for r in runs])
+            for i, runs in enumerate(groups)
+        ]
+        progress = _Progress(say, jobs)
+        trained, cut = 0, []
+        for res in executor.run(jobs):
+            if res.interrupted:
+                cut.append(res.job)
+                continue
+            runs, idx = res.job.runs, res.job.index
+            _write_tb(out, idx, res.tb_files)
+            if res.error:
+                rec.record([failed_row(r, plan, reason=res.error, index=idx) for r in runs], [])
+            else:
+                per_run = res.seconds / len(runs)
+                rows = [result_row(r, o, plan, seconds=per_run, index=idx) for r, o in zip(runs, res.outcomes)]
+                rec.record(rows, [[r.name, *p] for r, o in zip(runs, res.outcomes) for p in prototype_rows(o.units, plan.dim())])
             trained += len(runs)
-            failed_now = sum(res.status == "failed" for res in outcome.runs)
-            n = plan.specs[runs[0].name].x.shape[0]
-            say(
-                f"  batch {i + 1}/{len(groups)} (tb/batch_{index:03d}): {len(runs)} runs, n={n}, "
-                f"{outcome.seconds:.1f}s" + (f", {failed_now} failed" if failed_now else "")
-            )
-            index += 1
+            progress.finished(res, plan)
+        if cut:
+            say(f"  {len(cut)} batch(es) interrupted; their {sum(len(j.runs) for j in cut)} runs were not recorded")
+        write_in_order(out, plan)
         rows_all = read_results(out)
         expulsion_warning(plan, rows_all)
-        claims = write_report(out, plan=plan, reg=reg, plots=plots and not interrupted)
+        claims = write_report(out, plan=plan, reg=reg, plots=plots and not cut)
     done = sum(1 for r in rows_all if r.get("status") in ("completed", "failed"))
     failed = sum(1 for r in rows_all if r.get("status") == "failed")
-    return SweepOutcome(out, len(plan.runs), trained, len(plan.runs) - len(pending), failed, done, time.perf_counter() - t_start, interrupted, claims)
+    return SweepOutcome(out, len(plan.runs), trained, len(plan.runs) - len(pending), failed, done, time.perf_counter() - t_start, bool(cut), claims)
