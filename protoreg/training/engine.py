@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, Evaluation
 from .callbacks import GeometryCallback
 from .group import RunGroup
+from .progress import StepProgress
 from .trainer import StopOnSignals, fit_chunks, make_trainer, save_checkpoint
 
 @dataclass
@@ -92,7 +93,9 @@ def train_group(
         its metrics (sweeps).
     """
     module = group.module
-    trainer = make_trainer(OmegaConf.to_container(group.cfg.trainer, resolve=True), log_dir, [geometry, StopOnSignals()], tb_name=tb_name)  # type: ignore[arg-type]
+    progress = StepProgress(desc="fit" if tb_name == "tb" else tb_name.rsplit("/", 1)[-1])  # drawn on a terminal only
+    callbacks = [geometry, StopOnSignals(), progress]
+    trainer = make_trainer(OmegaConf.to_container(group.cfg.trainer, resolve=True), log_dir, callbacks, tb_name=tb_name)  # type: ignore[arg-type]
     if resume is not None:
         module.restore(resume)
         for key, state in resume.get("callbacks", {}).items():

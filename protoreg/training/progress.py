@@ -1,0 +1,82 @@
+"""A progress bar in optimisation steps (rate and ETA) for a terminal, silent everywhere else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+import lightning.pytorch as pl
+
+
+def interactive(stream: IO[str] | None = None) -> bool:
+    """Whether progress should be drawn: ``stream`` (stderr) is a terminal and the environment
+    does not ask for quiet (``PROTOREG_PROGRESS=0``, or ``CI`` set). ``PROTOREG_PROGRESS=1``
+    forces it on."""
+    forced = os.environ.get("PROTOREG_PROGRESS")
+    if forced is not None:
+        return forced.strip().lower() not in ("0", "false", "no", "off", "")
+    if os.environ.get("CI"):
+        return False
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class StepProgress(pl.Callback):
+    """``tqdm`` bar over the optimisation steps of a group: steps done / ``train.steps``, steps
+    per second, ETA, and the mean total loss of the live runs.
+
+    Updated once per chunk (``train.log_every_n_steps`` steps), so drawing costs nothing
+    measurable. ``desc`` labels the bar (e.g. the sweep's batch). Draws nothing unless
+    ``enabled``.
+    """
+
+    def __init__(self, *, desc: str = "fit", enabled: bool | None = None, stream: IO[str] | None = None) -> None:
+        self.desc = desc
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = interactive(self.stream) if enabled is None else enabled
+        self._bar: Any = None
+        self._done = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self._done = int(pl_module.step_count)  # type: ignore[attr-defined]
+        self._bar = tqdm(
+            total=int(pl_module.steps),  # type: ignore[attr-defined]
+            initial=self._done,
+            desc=self.desc,
+            unit="step",
+            file=self.stream,
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._bar is None:
+            return
+        step = int(pl_module.step_count)  # type: ignore[attr-defined]
+        self._bar.update(step - self._done)
+        self._done = step
+        last = getattr(pl_module, "last", {}).get("total")
+        if last is not None:
+            alive = pl_module.alive  # type: ignore[attr-defined]
+            vals = last[alive] if bool(alive.any()) else last
+            self._bar.set_postfix_str(f"loss {float(vals.float().mean()):.4g}", refresh=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.close()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
