@@ -2,7 +2,9 @@
 
 The checkpoint holds the model and the training data (module buffers), so the check needs no
 data file; it is read with ``torch.load(weights_only=True)``. Exit 0 when no prototype is outside
-the convex hull of the training inputs, 1 when some are, 2 on bad input.
+the convex hull of the training inputs, 1 when some are, 2 on bad input: a checkpoint that does
+not hold a consistent model and finite training data (edited, or from another program) is one
+line naming the file.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from .data import check_image_shape
 from .errors import RunDirError
 from .evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate
 from .model import GaussianMLP
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 
-def model_from_state(state: dict[str, torch.Tensor]) -> GaussianMLP:
-    """A :class:`GaussianMLP` shaped and loaded from a module ``state_dict``."""
+#: What reading a checkpoint that was edited or written by another program can raise.
+_MALFORMED = (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError)
+
+
+def model_from_state(state: dict[str, torch.Tensor], where: str = "checkpoint") -> GaussianMLP:
+    """A :class:`GaussianMLP` shaped and loaded from a module ``state_dict`` (``where`` names
+    the checkpoint in errors)."""
     try:
         v = state["model.v"]
         runs, width, out = v.shape
@@ -32,9 +40,41 @@ def model_from_state(state: dict[str, torch.Tensor]) -> GaussianMLP:
             model = GaussianMLP(runs, width, state["model.centers"].shape[-1], out, "radial")
         model = model.to(v.dtype)
         model.load_state_dict({k[len("model."):]: t for k, t in state.items() if k.startswith("model.")})
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise RunDirError(f"checkpoint does not hold a protoreg model ({type(exc).__name__}: {exc})") from None
+    except _MALFORMED as exc:
+        raise RunDirError(f"{where} does not hold a protoreg model ({_first_line(exc)})") from None
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def stored_data(state: Any, model: GaussianMLP, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training data ``(x (R, N, d), y (R, N, k))`` saved in a checkpoint's ``state_dict``,
+    checked: floating tensors shaped for ``model``, every value finite."""
+    x, y = state["x"], state["y"]
+    for name, t, cols in (("inputs", x, model.dim), ("targets", y, model.v.shape[-1])):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise RunDirError(f"{where}: the stored training {name} are not a floating-point tensor")
+        if t.ndim != 3 or t.shape[0] != model.runs or t.shape[2] != cols or t.shape[1] != x.shape[1] or t.shape[1] < 1:
+            raise RunDirError(f"{where}: the stored training {name} have shape {tuple(t.shape)}, which does not fit the model")
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            run, row, col = (int(i) for i in bad.nonzero()[0])
+            raise RunDirError(f"{where}: the stored training {name} hold NaN/inf (first at run {run}, sample {row}, column {col})")
+    return x.to(model.v.dtype), y.to(model.v.dtype)
+
+
+def _expelled_at(ckpt: dict[str, Any], width: int, where: str) -> list[int]:
+    """Per unit, the step at which the geometry check first saw it outside (-1: never)."""
+    for key, cb_state in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith("GeometryCallback") and cb_state.get("expelled_at") is not None:
+            steps = list(cb_state["expelled_at"][0])
+            if len(steps) != width or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps):
+                raise RunDirError(f"{where}: the geometry callback's expelled_at does not list one step per unit ({width})")
+            return steps
+    return [-1] * width
 
 
 def geometry_of_run(run_dir: Path) -> dict[str, Any]:
@@ -45,8 +85,11 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     for name in ("config.yaml", "metrics.json"):
         if not (run_dir / name).is_file():
             raise RunDirError(f"{run_dir}: incomplete run directory (no {name})")
-    ckpt = load_checkpoint(run_dir / "checkpoints" / CHECKPOINT_NAME)
+    path = run_dir / "checkpoints" / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path)
     state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        raise RunDirError(f"{path}: not a protoreg checkpoint (its state_dict is not a mapping)")
     if "x" not in state or "y" not in state:
         raise RunDirError(
             f"{run_dir}: the run was saved without its training data (output.save_data=false): hull distances, "
@@ -57,16 +100,16 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
         rel_tol = float(OmegaConf.select(cfg, "geometry.rel_tol", default=1e-6))
     except Exception as exc:  # noqa: BLE001
         raise RunDirError(f"{run_dir / 'config.yaml'}: unreadable ({exc})") from None
-    model = model_from_state(state)
-    x, y = state["x"].to(model.v.dtype), state["y"].to(model.v.dtype)
-    ev = evaluate(model, x, y, rel_tol=rel_tol)
-    image_shape = _image_shape(run_dir)
+    model = model_from_state(state, str(path))
+    try:
+        x, y = stored_data(state, model, str(path))
+        expelled = _expelled_at(ckpt, model.width, str(path))
+        ev = evaluate(model, x, y, rel_tol=rel_tol)
+    except _MALFORMED as exc:
+        raise RunDirError(f"{path}: the stored model and data cannot be evaluated ({_first_line(exc)})") from None
+    image_shape = _image_shape(run_dir, model.dim)
     if image_shape is not None:
         ev = ev.with_images(x, image_shape)
-    expelled = [-1] * model.width
-    for key, cb_state in (ckpt.get("callbacks") or {}).items():
-        if str(key).startswith("GeometryCallback") and cb_state.get("expelled_at") is not None:
-            expelled = list(cb_state["expelled_at"][0])
     units = []
     pos = ev.positions[0]
     for j in range(model.width):
@@ -99,12 +142,13 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _image_shape(run_dir: Path) -> tuple[int, ...] | None:
+def _image_shape(run_dir: Path, dim: int) -> tuple[int, ...] | None:
+    """The ``image_shape`` recorded in ``metrics.json`` (checked against the inputs' ``dim``)."""
     try:
         shape = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("image_shape")
     except (OSError, ValueError, AttributeError):
         return None
-    return tuple(int(s) for s in shape) if isinstance(shape, list) and shape else None
+    return check_image_shape(shape, dim, str(run_dir / "metrics.json")) if shape else None
 
 
 def _pos(u: dict[str, Any], dim: int) -> str:

@@ -149,6 +149,35 @@ RESERVED_TRAINER_KEYS: dict[str, str] = {
 }
 
 
+#: Seeds are 64-bit: torch and numpy take any seed in ``[0, MAX_SEED]``.
+MAX_SEED = 2**63 - 1
+#: The largest accepted value of each integer key. Sizes no run could train and seeds beyond 64
+#: bits are refused before anything is built; whether a run fits in memory is estimated apart.
+INT_MAXIMA: dict[str, int] = {
+    "data.n": 10**9,
+    "data.dim": 10**6,
+    "data.seed": MAX_SEED,
+    "model.width": 10**6,
+    "train.steps": 10**9,
+    "train.seed": MAX_SEED,
+    "train.batch_size": 10**9,
+    "train.log_every_n_steps": 10**9,
+    "geometry.every_n_steps": 10**9,
+    "sweep.max_runs": 10**9,
+    "sweep.max_runs_per_batch": 10**6,
+    "sweep.ray.max_retries": 1000,
+}
+
+
+def int_maximum_problem(key: str, value: Any) -> str | None:
+    """``"key: must be <= MAX, got V"`` when ``value`` exceeds the maximum of :data:`INT_MAXIMA`."""
+    top = INT_MAXIMA[key]
+    if isinstance(value, int) and not isinstance(value, bool) and value > top:
+        shown = "2**63 - 1" if top == MAX_SEED else str(top)
+        return f"{key}: must be <= {shown}, got {value}"
+    return None
+
+
 def one_line(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
@@ -317,6 +346,10 @@ def validate(
         p.append(f"sweep.ray.max_retries: must be >= 0, got {sw.ray.max_retries}")
     if sw.max_runs < 1:
         p.append(f"sweep.max_runs: must be >= 1, got {sw.max_runs}")
+    for ikey in INT_MAXIMA:
+        problem = int_maximum_problem(ikey, OmegaConf.select(cfg, ikey))
+        if problem:
+            p.append(problem)
 
     for name, params in cfg.losses.items():
         key = f"losses.{name}"

@@ -17,7 +17,10 @@ Built-ins (none downloads anything: ``digits`` ships with scikit-learn, the othe
   ``data.noise`` is the noise of moons (default 0.1) and circles (default 0.05) and the
   ``cluster_std`` of blobs (default 1.0). Targets ``label`` (the class index as one column; the
   default) or ``onehot`` (2 columns, 3 for blobs).
-* ``file``: ``data.path`` to a CSV file with a header row, a ``.npy`` 2-D array, or a ``.npz``
+* ``file``: ``data.path`` to a CSV file (UTF-8, a byte-order mark and CRLF line ends are fine;
+  a first row whose cells are all numbers is data, not a header: the columns are then named
+  ``0``..``k-1`` and a :class:`DataWarning` says so; cells are plain decimal numbers, so ``1_000``
+  is refused like any non-numeric cell), a ``.npy`` 2-D array, or a ``.npz``
   archive (arrays ``x`` and ``y``, or a single 2-D array, optionally with an ``image_shape``
   array next to them). The last column is the target unless ``data.targets`` lists the target
   columns (header names, or 0-based indices).
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 import zipfile
 from pathlib import Path
 from functools import lru_cache
@@ -41,6 +45,10 @@ from .api import hookimpl
 from .errors import DataError
 
 MIN_POINTS = 2
+
+
+class DataWarning(UserWarning):
+    """A data file was read in a way its author may not expect (e.g. a CSV without a header row)."""
 
 #: The targets each built-in dataset accepts, the first being its default (``data.target: null``).
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -237,29 +245,56 @@ def _split(table: np.ndarray, cols: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return table[:, inputs], table[:, cols]
 
 
+def _cell_number(cell: str) -> float | None:
+    """A CSV cell as a number, or None: plain ASCII decimal notation only (``float`` alone would
+    also take ``1_000`` and non-ASCII digits)."""
+    text = cell.strip()
+    if not text.isascii() or "_" in text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _read_csv(path: Path, targets: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            rows = [(reader.line_num, row) for row in reader if row and any(cell.strip() for cell in row)]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text CSV file") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows:
         raise DataError(f"{path}: empty file (expected a header row and data rows)")
-    header = [h.strip() for h in rows[0]]
-    body = rows[1:]
+    first = rows[0][1]
+    if all(_cell_number(cell) is not None for cell in first):
+        header = [str(j) for j in range(len(first))]
+        body = rows
+        warnings.warn(
+            f"{path}: the first row holds only numbers, so it is read as data (no header row); "
+            f"the columns are named 0..{len(first) - 1}",
+            DataWarning,
+            stacklevel=2,
+        )
+    else:
+        header = [h.strip() for h in first]
+        body = rows[1:]
     if not body:
         raise DataError(f"{path}: no data rows after the header")
     if len(header) < 2:
-        raise DataError(f"{path}: need at least 2 columns (inputs and a target), header has {len(header)}")
+        raise DataError(f"{path}: need at least 2 columns (inputs and a target), the first row has {len(header)}")
     table = np.empty((len(body), len(header)))
-    for i, row in enumerate(body, start=2):
+    for r, (line, row) in enumerate(body):
         if len(row) != len(header):
-            raise DataError(f"{path}: line {i} has {len(row)} cells, the header has {len(header)} (ragged rows)")
+            raise DataError(f"{path}: line {line} has {len(row)} cells, the first row has {len(header)} (ragged rows)")
         for j, cell in enumerate(row):
-            try:
-                table[i - 2, j] = float(cell)
-            except ValueError:
-                raise DataError(f"{path}: line {i}, column {header[j]!r}: non-numeric cell {cell!r}") from None
+            value = _cell_number(cell)
+            if value is None:
+                hint = " (digit group separators are not accepted)" if "_" in cell else ""
+                raise DataError(f"{path}: line {line}, column {header[j]!r}: non-numeric cell {cell!r}{hint}")
+            table[r, j] = value
     cols = _target_columns(targets, header, len(header), str(path))
     return _split(table, cols)
 

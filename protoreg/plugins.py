@@ -5,6 +5,10 @@ modules are registered exactly like outside plugins, then the entry points of th
 ``protoreg`` are loaded one at a time. An entry point that fails to import is reported with one
 warning naming it and its distribution, and loading goes on (``PROTOREG_STRICT_PLUGINS=1`` makes it
 an error). ``PROTOREG_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points altogether.
+
+Plugin code can end in any exception: ``sys.exit`` (``SystemExit``) and other ``BaseException``
+subclasses are a failure of that plugin like any other; only ``KeyboardInterrupt`` (the user's
+Ctrl-C) goes through.
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ def _version() -> str:
         return "0+unknown"
 
 
+def describe_failure(exc: BaseException) -> str:
+    """How plugin code ended, for an error message: ``called sys.exit(3)`` or ``raised E: msg``."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {type(exc).__name__}: {exc}"
+
+
 def get_plugin_manager(*, autoload: bool | None = None, extra: Sequence[Any] = ()) -> pluggy.PluginManager:
     """A fresh plugin manager with the built-ins, (unless disabled) the installed plugins, and
     ``extra``: plugin modules or objects registered inline (e.g. from a notebook or a test),
@@ -96,12 +107,15 @@ def _load_entry_points(pm: pluggy.PluginManager, sources: dict[str, str]) -> Non
                 continue
             pm.register(plugin, name=plugin_name)
             pm.check_pending()  # e.g. a misspelled hook name: this plugin is skipped, not the program
-        except Exception as exc:  # noqa: BLE001 - any import failure of a third-party plugin
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any import failure of a third-party plugin, sys.exit included
             if plugin is not None and pm.is_registered(plugin):
                 pm.unregister(plugin)
+            how = describe_failure(exc) if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
             msg = (
                 f"plugin entry point {ep.name!r} = {ep.value!r} of distribution {dist_label} "
-                f"failed to load and was skipped: {type(exc).__name__}: {exc}"
+                f"failed to load and was skipped: {how}"
             )
             if strict:
                 raise PluginError(msg + f" ({STRICT_PLUGINS_ENV}=1)") from exc
@@ -130,12 +144,12 @@ def _call_each(pm: pluggy.PluginManager, hook_name: str, make_register: Callable
         source = _plugin_source(pm, impl.plugin)
         try:
             impl.function(register=make_register(source))
-        except PluginError:
+        except (PluginError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001
-            raise PluginError(
-                f"plugin {source} raised in {hook_name}: {type(exc).__name__}: {exc}"
-            ) from exc
+        except BaseException as exc:  # noqa: BLE001 - sys.exit included
+            if isinstance(exc, SystemExit):
+                raise PluginError(f"plugin {source} {describe_failure(exc)} in {hook_name}") from exc
+            raise PluginError(f"plugin {source} raised in {hook_name}: {type(exc).__name__}: {exc}") from exc
 
 
 def collect_losses(pm: pluggy.PluginManager | None = None) -> dict[str, LossEntry]:

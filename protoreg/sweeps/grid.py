@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -52,8 +54,8 @@ def mask_subsets(masks: Sequence[str]) -> list[tuple[str, ...]]:
     return [c for k in range(len(masks) + 1) for c in itertools.combinations(masks, k)]
 
 
-def sweep_seeds(value: Any) -> list[int]:
-    """``sweep.seeds``: a count n (seeds 0..n-1) or a list of distinct seeds >= 0."""
+def _seed_spec(value: Any) -> int | list[int]:
+    """``sweep.seeds`` checked: a count n >= 1, or a list of distinct seeds in [0, 2**63 - 1]."""
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value)
     if isinstance(value, bool):
@@ -61,19 +63,48 @@ def sweep_seeds(value: Any) -> list[int]:
     if isinstance(value, int):
         if value < 1:
             raise ConfigError(f"sweep.seeds: a count must be >= 1, got {value}")
-        return list(range(value))
+        return value
     if isinstance(value, str) and value.strip().isdigit():
-        return sweep_seeds(int(value))
+        return _seed_spec(int(value))
     if isinstance(value, (list, tuple)):
         if not value:
             raise ConfigError("sweep.seeds: the list of seeds is empty")
-        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= C.MAX_SEED]
         if bad:
-            raise ConfigError(f"sweep.seeds: seeds must be integers >= 0, got {bad[0]!r}")
+            raise ConfigError(f"sweep.seeds: seeds must be integers in [0, 2**63 - 1], got {bad[0]!r}")
         if len(set(value)) != len(value):
             raise ConfigError(f"sweep.seeds: a seed is listed twice in {list(value)}")
         return [int(v) for v in value]
     raise ConfigError(f"sweep.seeds: expected a count >= 1 or a list of seeds, got {value!r}")
+
+
+def sweep_seeds(value: Any) -> list[int]:
+    """``sweep.seeds``: a count n (seeds 0..n-1) or a list of distinct seeds >= 0."""
+    spec = _seed_spec(value)
+    return list(range(spec)) if isinstance(spec, int) else spec
+
+
+def check_size(base: DictConfig, grid: Mapping[str, Sequence[Any]], masks: Sequence[str]) -> None:
+    """Count the runs of a sweep without expanding it (mask subsets x grid values x seeds); a
+    :class:`ConfigError` naming ``sweep.max_runs`` when there are more than that limit."""
+    sw = base.sweep
+    limit = sw.max_runs
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"sweep.max_runs: must be an integer >= 1, got {limit!r}")
+    problem = C.int_maximum_problem("sweep.max_runs", limit)
+    if problem:
+        raise ConfigError(problem)
+    spec = _seed_spec(sw.seeds)
+    seeds = spec if isinstance(spec, int) else len(spec)
+    cells = math.prod(len(v) for v in grid.values())
+    total = 2 ** len(masks) * cells * seeds
+    if total > limit:
+        top = C.INT_MAXIMA["sweep.max_runs"]
+        fix = f"set sweep.max_runs={total} to run it, or make the grid smaller" if total <= top else f"split it into sweeps of at most {top} runs"
+        raise ConfigError(
+            f"sweep.max_runs: this sweep has {total} runs ({2 ** len(masks)} mask subsets x {cells} grid "
+            f"combinations x {seeds} seeds), more than sweep.max_runs={limit}; {fix}"
+        )
 
 
 def grid_values(base: DictConfig) -> dict[str, list[Any]]:
@@ -88,8 +119,8 @@ def grid_values(base: DictConfig) -> dict[str, list[Any]]:
         elif not isinstance(values, list) or not values:
             problems.append(f"{where}: expected a non-empty list of values, got {values!r}")
         else:
-            shown = [format_value(v) for v in values]
-            dup = sorted({s for s in shown if shown.count(s) > 1})
+            counts = Counter(format_value(v) for v in values)
+            dup = sorted(s for s, c in counts.items() if c > 1)
             if dup:
                 problems.append(f"{where}: value {dup[0]} is listed twice")
             else:
@@ -102,12 +133,12 @@ def grid_values(base: DictConfig) -> dict[str, list[Any]]:
 def expand(base: DictConfig, reg: Registry) -> list[SweepRun]:
     """The runs of a sweep config: masks x grid x seeds, in that nesting order.
 
-    Checks the sweep section's structure (keys, masks, seeds) and applies the values; the runs'
-    values themselves are checked by :func:`plan_sweep`. Raises :class:`ConfigError`.
+    Checks the sweep section's structure (keys, masks, seeds) and its size (at most
+    ``sweep.max_runs`` runs, counted before expanding) and applies the values; the runs' values
+    themselves are checked by :func:`plan_sweep`. Raises :class:`ConfigError`.
     """
     sw = base.sweep
     grid = grid_values(base)
-    seeds = sweep_seeds(sw.seeds)
     masks = [str(m) for m in sw.masks]
     problems: list[str] = []
     for m in masks:
@@ -119,6 +150,8 @@ def expand(base: DictConfig, reg: Registry) -> list[SweepRun]:
         problems.append(f"sweep.max_runs_per_batch: must be >= 1, got {sw.max_runs_per_batch}")
     if problems:
         raise ConfigError("; ".join(problems))
+    check_size(base, grid, masks)  # before anything is expanded: a huge grid is refused at once
+    seeds = sweep_seeds(sw.seeds)
 
     template = base.copy()
     template.sweep = OmegaConf.structured(C.SweepConfig)

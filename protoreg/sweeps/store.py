@@ -2,7 +2,9 @@
 
 ``results.csv`` is the record of what is finished: every finished group rewrites it atomically
 with its rows appended (``prototypes.csv`` first), so it is never torn and re-running skips
-finished runs.
+finished runs. The readers also take the files back after a spreadsheet re-saved them (a UTF-8
+byte-order mark, CRLF line ends); a row with the wrong number of cells is not a record (a
+:class:`ResultsWarning` names it, and re-running the sweep trains that run again).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -131,18 +134,50 @@ def init_files(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
         atomic_write_text(out / RESULTS, csv_text([list(columns)]))
 
 
+class ResultsWarning(UserWarning):
+    """A row of ``results.csv`` is not a complete record (e.g. cut short) and is ignored."""
+
+
+def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """``(line, cells)`` of every non-blank row of a CSV file, as protoreg wrote it or as a
+    spreadsheet re-saved it (UTF-8 with or without a byte-order mark, LF or CRLF line ends)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            return [(reader.line_num, row) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RunDirError(f"{path}: not a readable UTF-8 CSV file ({type(exc).__name__}: {exc})") from None
+
+
 def read_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return next(csv.reader(fh), [])
+    rows = _csv_rows(path)
+    return rows[0][1] if rows else []
 
 
 def read_results(out: Path | str) -> list[dict[str, str]]:
-    """The rows of ``results.csv`` (strings, as written); [] when there is none."""
+    """The rows of ``results.csv`` (strings, as written); [] when there is none.
+
+    A row whose number of cells differs from the header's (cut short after its status cell, or
+    edited) is left out with a :class:`ResultsWarning` naming its line and run."""
     path = Path(out) / RESULTS
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    rows = _csv_rows(path)
+    if not rows:
+        return []
+    header = rows[0][1]
+    records = []
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            warnings.warn(
+                f"{path}: line {line} (run {row[0]!r}) has {len(row)} cells, expected {len(header)}: not a "
+                "complete record, so the run is not counted as finished (re-running the sweep trains it again)",
+                ResultsWarning,
+                stacklevel=2,
+            )
+            continue
+        records.append(dict(zip(header, row)))
+    return records
 
 
 def append_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]], keep: set[str] | None = None) -> None:
@@ -150,10 +185,7 @@ def append_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]
     ``keep`` are dropped, when given): readers see the old file or the new one, never a torn row."""
     old: list[list[str]] = []
     if path.is_file():
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            old = [r for r in reader if len(r) == len(header) and (keep is None or r[0] in keep)]
+        old = [r for _, r in _csv_rows(path)[1:] if len(r) == len(header) and (keep is None or r[0] in keep)]
     atomic_write_text(path, csv_text([list(header), *old, *rows]))
 
 
@@ -170,13 +202,10 @@ def read_prototype_rows(out: Path | str) -> dict[str, list[list[str]]]:
     """Run -> its rows of ``prototypes.csv`` (as written)."""
     path = Path(out) / PROTOTYPES
     res: dict[str, list[list[str]]] = {}
-    if path.is_file():
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            for row in reader:
-                if row:
-                    res.setdefault(row[0], []).append(row)
+    rows = _csv_rows(path) if path.is_file() else []
+    for _, row in rows[1:]:
+        if len(row) == len(rows[0][1]):
+            res.setdefault(row[0], []).append(row)
     return res
 
 
@@ -184,15 +213,13 @@ def read_prototypes(out: Path | str) -> dict[str, np.ndarray]:
     """Run -> (M, d) prototype positions from ``prototypes.csv``."""
     path = Path(out) / PROTOTYPES
     res: dict[str, list[list[float]]] = {}
-    if not path.is_file():
+    rows = _csv_rows(path) if path.is_file() else []
+    if not rows:
         return {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        pcols = [i for i, h in enumerate(header) if re.fullmatch(r"p\d+", h)]
-        for row in reader:
-            if len(row) != len(header):
-                continue
+    header = rows[0][1]
+    pcols = [i for i, h in enumerate(header) if re.fullmatch(r"p\d+", h)]
+    for _, row in rows[1:]:
+        if len(row) == len(header):
             res.setdefault(row[0], []).append([to_float(row[i]) for i in pcols])
     return {k: np.asarray(v, dtype=float) for k, v in res.items()}
 

@@ -15,6 +15,7 @@ geometry checks, ``expelled_at_step``) counts optimisation steps.
 from __future__ import annotations
 
 import math
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ from ..api import LossContext
 from ..errors import LossError
 from ..metrics import fit_mse
 from ..model import GaussianMLP, sample_spacing
-from .terms import LossTerm, LossTerms
+from .terms import ForcedStop, LossTerm, LossTerms
 
 #: Why training stopped before ``steps``: a run failed (fit), a signal, or the geometry check.
 STOP_REASONS = ("failed", "interrupted", "expulsion")
@@ -130,6 +131,11 @@ class ProtoRegModule(pl.LightningModule):
         self.stop_signal = signum
         self._stop_event.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested (a first SIGINT/SIGTERM)."""
+        return self._stop_event.is_set()
+
     def stop_for_expulsion(self) -> None:
         """Stop at the end of this chunk because prototypes left the hull (``on_expulsion=stop``)."""
         self.stopped_reason = "expulsion"
@@ -172,7 +178,9 @@ class ProtoRegModule(pl.LightningModule):
         total = values["fit"]
         protos = self.model.prototypes()
         if len(self.loss_terms):
-            ctx = LossContext(x=x, y=y, hidden=hidden, pred=pred, prototypes=protos, spacing=self.spacing, model=self.model)
+            if x is self.x:  # full batch: the plugins get copies, so the training data cannot change
+                x, y = x.clone(), y.clone()
+            ctx = LossContext(x=x, y=y, hidden=hidden, pred=pred, prototypes=protos, spacing=self.spacing.clone(), model=self.model)
             for i, (name, val) in enumerate(self.loss_terms(ctx).items()):
                 values[name] = val
                 total = total + self.loss_terms.weights[i] * val
@@ -206,14 +214,17 @@ class ProtoRegModule(pl.LightningModule):
         x, y = self.minibatch()
         try:
             total, values, _, _, _ = self.objective(x, y)
+            live_total = torch.where(self.alive, total, torch.zeros_like(total))
+            live_total.sum().backward()
         except LossError as exc:  # a plugin that raises mid-training: keep what finished
             self._fail_all(exc)
             return
-        live_total = torch.where(self.alive, total, torch.zeros_like(total))
-        live_total.sum().backward()
+        except ForcedStop as exc:  # a second signal before the parameters changed: stop now
+            self._force_stop(exc)
+            return
         bad = self.alive & ~(torch.isfinite(total) & self._grads_finite())
         if bool(bad.any()):
-            self._fail(bad, values, total)
+            self._fail(bad, values, total, x, y)
             if not bool(self.alive.any()):
                 return
         opt.step()
@@ -230,6 +241,8 @@ class ProtoRegModule(pl.LightningModule):
         n = min(self.chunk - self.step_count % self.chunk, self.steps - self.step_count)
         for _ in range(n):
             self.optimisation_step(raw)
+            if self.stopped_reason is not None:  # stopped at once by a second signal
+                break
             if self.failures and (self.fail_fast or not bool(self.alive.any())):
                 self.stopped_reason = "failed"
                 break
@@ -260,19 +273,25 @@ class ProtoRegModule(pl.LightningModule):
                 ok &= torch.isfinite(p.grad).flatten(1).all(1)
         return ok
 
-    def _fail(self, bad: torch.Tensor, values: Mapping[str, torch.Tensor], total: torch.Tensor) -> None:
-        for run in bad.nonzero().flatten().tolist():
-            term, source, reason = "fit", "protoreg (built-in)", "non-finite gradient"
+    def _fail(self, bad: torch.Tensor, values: Mapping[str, torch.Tensor], total: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        runs = bad.nonzero().flatten().tolist()
+        culprits: dict[int, str] = {}
+        for run in runs:
+            term, reason = "?", "non-finite gradient of the total loss"
             for name, val in values.items():
                 v = float(val[run].detach())
                 if not math.isfinite(v):
                     term, reason = name, f"non-finite value {v}"
-                    if name != "fit":
-                        source = self.loss_terms.source_of(name)
                     break
             else:
                 if not bool(torch.isfinite(total[run])):
                     reason = "non-finite total loss"
+                else:  # every value is finite: find the term whose gradient is not
+                    if not culprits:
+                        culprits = self._gradient_culprits(x, y, runs)
+                    if run in culprits:
+                        term, reason = culprits[run], "non-finite gradient"
+            source = "?" if term == "?" else self._source(term)
             self.failures[run] = RunFailure(run, self.step_count, term, source, reason)
         self.alive &= ~bad
         with torch.no_grad():
@@ -286,6 +305,32 @@ class ProtoRegModule(pl.LightningModule):
                     snap[bad] = p.detach()[bad]
                 self._frozen[name] = snap
 
+    def _source(self, term: str) -> str:
+        return "protoreg (built-in)" if term == "fit" else self.loss_terms.source_of(term)
+
+    def _gradient_culprits(self, x: torch.Tensor, y: torch.Tensor, runs: Sequence[int]) -> dict[int, str]:
+        """Run -> the first term (``fit``, then the losses in order) whose gradient is non-finite
+        in that run, found by evaluating this step's terms again and differentiating each alone.
+        Only called when a gradient is non-finite, so training pays nothing for it."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        found: dict[int, str] = {}
+        try:
+            with torch.enable_grad():
+                _, values, *_ = self.objective(x, y)
+                for i, (name, val) in enumerate(values.items()):
+                    weighted = val if name == "fit" else self.loss_terms.weights[i - 1] * val
+                    grads = torch.autograd.grad(weighted.sum(), params, retain_graph=True, allow_unused=True)
+                    ok = torch.ones_like(self.alive)
+                    for g in grads:
+                        if g is not None:
+                            ok &= torch.isfinite(g).flatten(1).all(1)
+                    for run in runs:
+                        if run not in found and not bool(ok[run]):
+                            found[run] = name
+        except (LossError, RuntimeError):  # the terms cannot be evaluated again: no culprit named
+            return found
+        return found
+
     def _restore_frozen(self) -> None:
         dead = ~self.alive
         with torch.no_grad():
@@ -295,10 +340,27 @@ class ProtoRegModule(pl.LightningModule):
     def _fail_all(self, exc: LossError) -> None:
         for run in self.alive.nonzero().flatten().tolist():
             self.failures[run] = RunFailure(run, self.step_count, "?", "?", str(exc))
+        self._freeze_all()
+
+    def _freeze_all(self) -> None:
         self.alive &= False
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 self._frozen[name] = p.detach().clone()
+
+    def _force_stop(self, exc: ForcedStop) -> None:
+        """A second SIGINT/SIGTERM arrived during this step's objective, before any parameter
+        changed: stop now with every run as it was after the previous step. When a loss was being
+        evaluated it is blamed: every live run fails naming it (a loss that does not return);
+        otherwise the runs are interrupted (resumable)."""
+        self.stop_signal = exc.signum
+        self.stopped_reason = "interrupted"
+        if exc.term is None:
+            return
+        reason = f"did not return (stopped by a second {signal.Signals(exc.signum).name})"
+        for run in self.alive.nonzero().flatten().tolist():
+            self.failures[run] = RunFailure(run, self.step_count, exc.term.name, exc.term.source, reason)
+        self._freeze_all()
 
     # ---------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
 """Structural loss terms as configured for a group of R runs, and the plugin call boundary.
 
 :class:`LossTerms` evaluates every active term on a :class:`~protoreg.LossContext` and checks
-what a plugin returns (type, shape, dtype, device, gradient path) the first time each term is
-called; an exception inside a plugin becomes a :class:`~protoreg.errors.LossError` that names the
-loss and its distribution. A term is evaluated only on the runs where its weight is > 0, so a
-loss that is off in a run can never fail that run.
+what a plugin returns (type, shape, dtype, device, a gradient path to the model's parameters)
+the first time each term is called. At every call, an exception inside a plugin (``sys.exit``
+included) and an in-place change of anything the plugin received (the context's tensors or the
+model's parameters, seen through their version counters: no copy, no per-element cost) become a
+:class:`~protoreg.errors.LossError` that names the loss and its distribution. A term is evaluated
+only on the runs where its weight is > 0, so a loss that is off in a run can never fail that run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,22 @@ from torch import nn
 
 from ..api import LossContext, StructuralLoss
 from ..errors import LossError
+from ..plugins import describe_failure
+
+#: The tensors of a :class:`LossContext`, in the order their version counters are compared.
+CONTEXT_TENSORS: tuple[str, ...] = ("x", "y", "hidden", "pred", "prototypes", "spacing")
+
+
+class ForcedStop(BaseException):
+    """A second SIGINT/SIGTERM during training: stop now, wherever the program is.
+
+    A ``BaseException`` so that a plugin's ``except Exception`` cannot swallow it. ``term`` is the
+    loss that was being evaluated when it arrived (None: protoreg's own code)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.term: LossTerm | None = None
 
 
 @dataclass
@@ -56,6 +74,7 @@ class LossTerms(nn.Module):
                 self.register_buffer(f"on_runs_{i}", (w[i] > 0).nonzero().flatten(), persistent=False)
                 self._on_runs.append(f"on_runs_{i}")
         self._checked: set[int] = set()
+        self._model_params: tuple[int, tuple[torch.Tensor, ...]] = (0, ())  #: (id(model), its parameters)
 
     def __len__(self) -> int:
         return len(self.terms)
@@ -82,16 +101,20 @@ class LossTerms(nn.Module):
             idx = getattr(self, buf)
             val = self._evaluate(i, ctx.select(idx), {k: v[idx] for k, v in params.items()})
             return ctx.x.new_zeros(ctx.runs).index_add(0, idx, val)
-        except LossError:
+        except (LossError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported by name
-            raise LossError(f"loss {term.name!r} ({term.source}) raised {type(exc).__name__}: {exc}") from exc
+        except ForcedStop as exc:
+            if exc.term is None:
+                exc.term = term
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin's bug (sys.exit included), reported by name
+            raise LossError(f"loss {term.name!r} ({term.source}) {describe_failure(exc)}") from exc
 
     def _evaluate(self, i: int, ctx: LossContext, params: dict[str, torch.Tensor]) -> torch.Tensor:
         term = self.terms[i]
         loss = term.loss
         if loss.vectorized:
-            return self._check_output(i, loss(ctx, **params), ctx.runs, ctx)
+            return self._check_output(i, self._invoke(i, ctx, params), ctx.runs, ctx)
         # Plain-number parameters: evaluate runs that share values together.
         keys = list(params)
         rows = torch.stack([params[k] for k in keys], 1).tolist() if keys else [[] for _ in range(ctx.runs)]
@@ -100,14 +123,45 @@ class LossTerms(nn.Module):
             groups.setdefault(tuple(row), []).append(run)
         if len(groups) == 1:
             (vals,) = groups
-            return self._check_output(i, loss(ctx, **_plain(term, keys, vals)), ctx.runs, ctx)
+            return self._check_output(i, self._invoke(i, ctx, _plain(term, keys, vals)), ctx.runs, ctx)
         out = ctx.x.new_zeros(ctx.runs)
         for vals, runs in groups.items():
             idx = torch.tensor(runs, device=ctx.x.device)
             sub = ctx.select(idx)
-            val = self._check_output(i, loss(sub, **_plain(term, keys, vals)), len(runs), sub)
+            val = self._check_output(i, self._invoke(i, sub, _plain(term, keys, vals)), len(runs), sub)
             out = out.index_add(0, idx, val)
         return out
+
+    def _invoke(self, i: int, ctx: LossContext, params: dict[str, Any]) -> Any:
+        """Call the plugin of term ``i``; a :class:`LossError` if it changed anything it received
+        in place (a tensor of ``ctx`` or a model parameter)."""
+        before = self._versions(ctx)
+        val = self.terms[i].loss(ctx, **params)
+        after = self._versions(ctx)
+        if after != before:
+            names = [*(f"ctx.{n}" for n in CONTEXT_TENSORS), *(f"ctx.model.{n}" for n, _ in ctx.model.named_parameters())]
+            changed = ", ".join(n for n, a, b in zip(names, before, after) if a != b)
+            term = self.terms[i]
+            raise LossError(
+                f"loss {term.name!r} ({term.source}) modified {changed} in place; a loss must not change "
+                "its inputs (the training data, activations or model parameters)"
+            )
+        return val
+
+    def _versions(self, ctx: LossContext) -> tuple[int, ...]:
+        """The version counters of everything a loss receives (in the order of
+        :data:`CONTEXT_TENSORS`, then the model's parameters): any in-place change bumps one."""
+        if self._model_params[0] != id(ctx.model):
+            self._model_params = (id(ctx.model), tuple(ctx.model.parameters()))
+        return (
+            ctx.x._version,
+            ctx.y._version,
+            ctx.hidden._version,
+            ctx.pred._version,
+            ctx.prototypes._version,
+            ctx.spacing._version,
+            *[p._version for p in self._model_params[1]],
+        )
 
     def _check_output(self, i: int, val: Any, runs: int, ctx: LossContext) -> torch.Tensor:
         """``val`` after checking it once per term: a tensor of shape (runs,), right dtype and
@@ -126,6 +180,11 @@ class LossTerms(nn.Module):
             raise LossError(f"{where} returned a tensor on {val.device}, expected {ctx.x.device}")
         if torch.is_grad_enabled() and not val.requires_grad:
             raise LossError(f"{where} returned a tensor with no gradient path to the model (detached?)")
+        if torch.is_grad_enabled() and not _reaches(val, ctx.model):
+            raise LossError(
+                f"{where} returned a tensor with no gradient path to the model's parameters "
+                "(computed from tensors of its own?)"
+            )
         self._checked.add(i)
         return val
 
@@ -137,3 +196,20 @@ def _plain(term: LossTerm, keys: list[str], vals: Sequence[float]) -> dict[str, 
         default = term.loss.defaults.get(k)
         out[k] = bool(v) if isinstance(default, bool) else int(v) if isinstance(default, int) else float(v)
     return out
+
+
+def _reaches(val: torch.Tensor, model: nn.Module) -> bool:
+    """Whether the autograd graph of ``val`` leads to a parameter of ``model`` (a graph walk, no
+    computation; done once per term)."""
+    params = {id(p) for p in model.parameters()}
+    seen: set[int] = set()
+    stack = [val.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if id(getattr(fn, "variable", None)) in params:
+            return True
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return False

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -17,6 +18,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..errors import ConfigError
 from .module import ProtoRegModule
+from .terms import ForcedStop
+
+#: Seconds a second SIGINT/SIGTERM gives the program to stop before the process exits (130)
+#: without writing anything more: what a plugin that swallows the stop gets.
+FORCE_EXIT_SECONDS = 5.0
 
 
 def make_trainer(trainer_kwargs: Mapping[str, Any], log_dir: Path | None, callbacks: Sequence[Any], *, tb_name: str = "tb") -> pl.Trainer:
@@ -84,7 +90,14 @@ def flush_denormal() -> Iterator[None]:
 
 class StopOnSignals(pl.Callback):
     """SIGINT/SIGTERM stop training after the current optimisation step instead of killing the
-    process; the previous handlers come back when training ends.
+    process; the previous handlers come back when training ends (or fails).
+
+    A second signal stops at once, even inside a loss that never returns: it raises
+    :class:`~protoreg.training.terms.ForcedStop` where the program is. When that is a loss, the
+    step is abandoned before any parameter changed and the runs fail naming the loss (the run
+    directory is written); anywhere else training ends with ``KeyboardInterrupt`` and nothing more
+    is written. If the program still runs :data:`FORCE_EXIT_SECONDS` later (a plugin swallowed the
+    stop), the process exits with status 130.
 
     Installed when fitting is set up and again at ``on_train_start``, after Lightning's own
     SIGTERM handler, so ours wins and the run is recorded as interrupted."""
@@ -93,6 +106,7 @@ class StopOnSignals(pl.Callback):
 
     def __init__(self) -> None:
         self._old: dict[int, Any] = {}
+        self._released = threading.Event()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._install(pl_module)
@@ -104,20 +118,65 @@ class StopOnSignals(pl.Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         assert isinstance(pl_module, ProtoRegModule)
+        self._released.clear()
         for sig in self.SIGNALS:
-            old = signal.signal(sig, lambda signum, frame, m=pl_module: m.request_stop(signum))
+            old = signal.signal(sig, lambda signum, frame, m=pl_module: self._on_signal(m, signum))
             self._old.setdefault(sig, old)
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _on_signal(self, module: ProtoRegModule, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not module.stop_requested:
+            module.request_stop(signum)
+            _say(f"protoreg: {name}: stopping after the current step (send it again to stop at once)")
+            return
+        threading.Thread(target=self._exit_unless_stopped, args=(module, name), daemon=True).start()
+        raise ForcedStop(signum)
+
+    def _exit_unless_stopped(self, module: ProtoRegModule, name: str) -> None:
+        """End the process unless training stopped (or ended) within FORCE_EXIT_SECONDS."""
+        deadline = time.monotonic() + FORCE_EXIT_SECONDS
+        while time.monotonic() < deadline:
+            if self._released.wait(0.05) or module.stopped_reason is not None:
+                return
+        _say(f"protoreg: error: still running {FORCE_EXIT_SECONDS:g}s after a second {name}; exiting without writing more")
+        os._exit(130)
+
+    def restore(self) -> None:
+        """Put the previous handlers back (idempotent)."""
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+        self._released.set()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.restore()
+
+
+def _say(line: str) -> None:
+    """One line on stderr, safe from a signal handler (no buffered stream involved)."""
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass
 
 
 def fit_chunks(module: ProtoRegModule, trainer: pl.Trainer) -> None:
-    """Train ``module`` for its remaining steps."""
-    with quiet_lightning(), flush_denormal():
-        trainer.fit(module, train_dataloaders=module.chunks())
+    """Train ``module`` for its remaining steps.
+
+    A second signal that stops training outside a loss ends here as ``KeyboardInterrupt`` (exit
+    130 on the command line), after the signal handlers were put back."""
+    try:
+        with quiet_lightning(), flush_denormal():
+            trainer.fit(module, train_dataloaders=module.chunks())
+    except ForcedStop as exc:
+        raise KeyboardInterrupt(f"stopped by a second {signal.Signals(exc.signum).name}") from None
+    finally:
+        for cb in trainer.callbacks:
+            if isinstance(cb, StopOnSignals):
+                cb.restore()
 
 
 def save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
