@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
@@ -32,7 +32,7 @@ class DataConfig:
     target: Optional[str] = None  #: null = the dataset's own: uniform ``random`` (or ``sin``), digits ``onehot`` (or ``label``), moons/circles/blobs ``label`` (or ``onehot``)
     classes: Optional[List[int]] = None  #: digits to keep, e.g. ``[0, 1, 7]`` (digits only); null = all ten
     noise: Optional[float] = None  #: noise of moons (null = 0.1) and circles (0.05), ``cluster_std`` of blobs (1.0)
-    path: Optional[str] = None  #: CSV (header row), .npy or .npz file; selects the ``file`` dataset
+    path: Optional[str] = None  #: CSV (a header row, or none: a numeric first row is data), .npy or .npz file; selects the ``file`` dataset
     targets: Optional[List[Any]] = None  #: target columns of a file (names or indices); default: last column
     seed: Optional[int] = None  #: data seed; null = ``train.seed``
 
@@ -176,6 +176,52 @@ def int_maximum_problem(key: str, value: Any) -> str | None:
         shown = "2**63 - 1" if top == MAX_SEED else str(top)
         return f"{key}: must be <= {shown}, got {value}"
     return None
+
+
+#: Trainer arguments protoreg refuses: they would end training before ``train.steps`` (a run
+#: marked completed that is not), or do not apply to protoreg's one-process, manually stepped
+#: training. Each maps to what to use instead.
+UNSUPPORTED_TRAINER_KEYS: dict[str, str] = {
+    "fast_dev_run": "it ends training after one chunk; use train.steps (e.g. train.steps=10) instead",
+    "limit_train_batches": "it ends training before train.steps; use train.steps instead",
+    "overfit_batches": "it ends training before train.steps; use train.steps and data.n instead",
+    "limit_val_batches": "protoreg has no validation loop",
+    "val_check_interval": "protoreg has no validation loop",
+    "check_val_every_n_epoch": "protoreg has no validation loop",
+    "num_sanity_val_steps": "protoreg has no validation loop",
+    "limit_test_batches": "protoreg has no test loop",
+    "limit_predict_batches": "protoreg has no predict loop",
+    "accumulate_grad_batches": "protoreg steps the optimiser itself; use train.batch_size instead",
+    "gradient_clip_val": "protoreg steps the optimiser itself (no gradient clipping)",
+    "gradient_clip_algorithm": "protoreg steps the optimiser itself (no gradient clipping)",
+}
+
+
+def _trainer_problems(trainer: Mapping[str, Any]) -> list[str]:
+    """Trainer settings protoreg refuses: :data:`UNSUPPORTED_TRAINER_KEYS`, and more than one device,
+    node or process (protoreg trains in this one process; Lightning would start copies of it)."""
+    p: list[str] = []
+    if "devices" in trainer and not _one_device(trainer["devices"]):
+        p.append(f"trainer.devices: protoreg trains on one device in one process, got {trainer['devices']!r}; use 1 (or one index such as [0])")
+    if trainer.get("num_nodes", 1) != 1:
+        p.append(f"trainer.num_nodes: protoreg trains on one device in one process, got {trainer['num_nodes']!r}")
+    if trainer.get("strategy", "auto") not in ("auto", "single_device"):
+        p.append(f"trainer.strategy: protoreg trains on one device in one process, got {trainer['strategy']!r}; use auto")
+    return p
+
+
+def _one_device(devices: Any) -> bool:
+    """``trainer.devices`` names exactly one device: 1, ``"1"``, ``[i]`` or ``"i,"``."""
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices == 1
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:
+            return len([part for part in text.split(",") if part.strip()]) == 1
+        return text == "1"
+    return isinstance(devices, (list, tuple, ListConfig)) and len(devices) == 1
 
 
 def one_line(exc: OmegaConfBaseException) -> str:
@@ -377,8 +423,11 @@ def validate(
         for tkey in cfg.trainer:
             if tkey in RESERVED_TRAINER_KEYS:
                 p.append(f"trainer.{tkey}: set by protoreg; use {RESERVED_TRAINER_KEYS[tkey]} instead")
+            elif tkey in UNSUPPORTED_TRAINER_KEYS:
+                p.append(f"trainer.{tkey}: not supported, {UNSUPPORTED_TRAINER_KEYS[tkey]}")
             elif tkey not in allowed:
                 p.append(f"trainer.{tkey}: not an argument of lightning.Trainer")
+        p.extend(_trainer_problems(cfg.trainer))
     if p:
         raise ConfigError("; ".join(p))
 

@@ -312,11 +312,14 @@ def read_prototype_positions(path: Path, run: str | None = None) -> np.ndarray:
     """The (M, d) prototype positions of a ``prototypes.csv`` (of ``run`` in a sweep's file)."""
     if not path.is_file():
         raise RunDirError(f"{path}: not found")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        cols = [i for i, h in enumerate(header) if re.fullmatch(r"p\d+", h)]
-        rows = [r for r in reader if len(r) == len(header) and (run is None or r[0] == run)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's re-save adds a BOM
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            cols = [i for i, h in enumerate(header) if re.fullmatch(r"p\d+", h)]
+            rows = [r for r in reader if len(r) == len(header) and (run is None or r[0] == run)]
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     try:
         return np.array([[float(r[i]) if r[i] != "" else np.nan for i in cols] for r in rows], dtype=float).reshape(len(rows), len(cols))
     except ValueError as exc:

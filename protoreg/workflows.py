@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from . import config as C
 from .api import Claim
@@ -139,24 +139,6 @@ def _validated(cfg: DictConfig, reg: Registry) -> DictConfig:
 
 
 # ---------------------------------------------------------------------- fit
-#: Trainer arguments refused by ``fit``: they would end training before ``train.steps`` (a run
-#: marked completed that is not), or do not apply to protoreg's one-process, manually stepped
-#: training. Each maps to what to use instead.
-REFUSED_TRAINER_KEYS: dict[str, str] = {
-    "fast_dev_run": "it ends training after one chunk; use train.steps (e.g. train.steps=10) instead",
-    "limit_train_batches": "it ends training before train.steps; use train.steps instead",
-    "overfit_batches": "it ends training before train.steps; use train.steps and data.n instead",
-    "limit_val_batches": "protoreg has no validation loop",
-    "val_check_interval": "protoreg has no validation loop",
-    "check_val_every_n_epoch": "protoreg has no validation loop",
-    "num_sanity_val_steps": "protoreg has no validation loop",
-    "limit_test_batches": "protoreg has no test loop",
-    "limit_predict_batches": "protoreg has no predict loop",
-    "accumulate_grad_batches": "protoreg steps the optimiser itself; use train.batch_size instead",
-    "gradient_clip_val": "protoreg steps the optimiser itself (no gradient clipping)",
-    "gradient_clip_algorithm": "protoreg steps the optimiser itself (no gradient clipping)",
-}
-
 #: Keys that ``fit --resume`` may change: how long and where the run trains and what it checks
 #: (prefixes end with a dot). Every other key defines the run and is refused on resume.
 RESUME_MUTABLE_KEYS: tuple[str, ...] = (
@@ -239,42 +221,9 @@ def _prepare(cfg: DictConfig, reg: Registry) -> DictConfig:
     """Validate a fit config, warn about (or refuse) unpaired repulsors; the resolved config."""
     from .pairing import check_pairing
 
-    problems = _trainer_problems(cfg.trainer)
-    try:
-        resolved = _validated(cfg, reg)
-    except ConfigError as exc:  # every problem at once
-        raise ConfigError("; ".join([str(exc), *problems])) from None
-    if problems:
-        raise ConfigError("; ".join(problems))
+    resolved = _validated(cfg, reg)
     check_pairing(C.active_losses(C.loss_settings(cfg, reg.losses)), reg.losses, strict=bool(cfg.pairing.strict))
     return resolved
-
-
-def _trainer_problems(trainer: Mapping[str, Any]) -> list[str]:
-    """Trainer settings ``fit`` refuses: :data:`REFUSED_TRAINER_KEYS`, and more than one device,
-    node or process (protoreg trains in this one process; Lightning would start copies of it)."""
-    p = [f"trainer.{k}: not supported, {why}" for k, why in REFUSED_TRAINER_KEYS.items() if k in trainer]
-    if "devices" in trainer and not _one_device(trainer["devices"]):
-        p.append(f"trainer.devices: protoreg trains on one device in one process, got {trainer['devices']!r}; use 1 (or one index such as [0])")
-    if trainer.get("num_nodes", 1) != 1:
-        p.append(f"trainer.num_nodes: protoreg trains on one device in one process, got {trainer['num_nodes']!r}")
-    if trainer.get("strategy", "auto") not in ("auto", "single_device"):
-        p.append(f"trainer.strategy: protoreg trains on one device in one process, got {trainer['strategy']!r}; use auto")
-    return p
-
-
-def _one_device(devices: Any) -> bool:
-    """``trainer.devices`` names exactly one device: 1, ``"1"``, ``[i]`` or ``"i,"``."""
-    if isinstance(devices, bool):
-        return False
-    if isinstance(devices, int):
-        return devices == 1
-    if isinstance(devices, str):
-        text = devices.strip()
-        if "," in text:
-            return len([part for part in text.split(",") if part.strip()]) == 1
-        return text == "1"
-    return isinstance(devices, (list, tuple, ListConfig)) and len(devices) == 1
 
 
 def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg: Registry) -> Run:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import protoreg.config as C
 import protoreg.io as pio
 import protoreg.workflows as wf
 from protoreg.cli import main
@@ -206,7 +207,7 @@ def test_max_time_is_recorded_as_stopped_and_resumable(tmp_path: Path, capsys: p
 
 def test_an_early_end_without_a_known_cause_is_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fast: list[str]) -> None:
     """Should a Lightning setting ever end training early unrefused, the run is not 'completed'."""
-    monkeypatch.setattr(wf, "_trainer_problems", lambda trainer: [])
+    monkeypatch.delitem(C.UNSUPPORTED_TRAINER_KEYS, "limit_train_batches")
     code, _, err = cli(capsys, "fit", "--out", tmp_path / "rd", *fast, "trainer.limit_train_batches=0.5")
     m = metrics(tmp_path / "rd")
     assert code == 1 and m["status"] == "failed" and m["steps"] == 20 and "after 20 of 40 steps" in m["reason"], err

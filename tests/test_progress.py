@@ -40,7 +40,7 @@ def test_fit_draws_a_step_bar_with_rate_on_a_terminal(tmp_path: Path, monkeypatc
     original = StepProgress.__init__
 
     def on_terminal(self: StepProgress, **kwargs: object) -> None:
-        original(self, **{**kwargs, "stream": stream})  # type: ignore[arg-type]
+        original(self, **{**kwargs, "stream": stream, "mininterval": 0.0})  # type: ignore[arg-type]
         made.append(self)
 
     monkeypatch.delenv("CI", raising=False)

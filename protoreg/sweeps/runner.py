@@ -257,10 +257,11 @@ def run_sweep(
             for i, runs in enumerate(groups)
         ]
         progress = _Progress(say, jobs)
-        trained, cut = 0, []
+        trained, cut, cut_reasons = 0, [], set()
         for res in executor.run(jobs):
             if res.interrupted:
                 cut.append(res.job)
+                cut_reasons |= {o.reason for o in (res.outcomes or []) if o.status == "failed"}  # e.g. a loss that hung
                 continue
             runs, idx = res.job.runs, res.job.index
             _write_tb(out, idx, res.tb_files)
@@ -274,6 +275,8 @@ def run_sweep(
             progress.finished(res, plan)
         if cut:
             say(f"  {len(cut)} batch(es) interrupted; their {sum(len(j.runs) for j in cut)} runs were not recorded")
+            if cut_reasons:
+                say("  " + "; ".join(sorted(cut_reasons)))
         write_in_order(out, plan)
         rows_all = read_results(out)
         expulsion_warning(plan, rows_all)

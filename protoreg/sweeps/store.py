@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import config as C
 from ..errors import RunDirError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, exclusive_lock
 from .. import rundir
 from ..rundir import csv_text, ensure_parent
 from .grid import format_value
@@ -81,21 +81,10 @@ def config_differences(old: DictConfig, new: DictConfig) -> list[str]:
 
 @contextlib.contextmanager
 def locked(out: Path) -> Iterator[None]:
-    """An exclusive lock on the sweep directory for the duration of the block."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    """An exclusive lock on the sweep directory for the duration of the block (a second writer
+    is refused with :class:`RunDirError`)."""
+    with exclusive_lock(out / LOCK, "protoreg sweep"):
         yield
-        return
-    fh = open(out / LOCK, "a+")
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunDirError(f"{out}: another protoreg sweep is writing to this directory") from None
-        yield
-    finally:
-        fh.close()
 
 
 def open_sweep_dir(out: Path, base: DictConfig, columns: Sequence[str]) -> None:

@@ -32,8 +32,11 @@ class StepProgress(pl.Callback):
     ``enabled``.
     """
 
-    def __init__(self, *, desc: str = "fit", enabled: bool | None = None, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, *, desc: str = "fit", enabled: bool | None = None, stream: IO[str] | None = None, mininterval: float = 0.5
+    ) -> None:
         self.desc = desc
+        self.mininterval = float(mininterval)  #: seconds between redraws
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = interactive(self.stream) if enabled is None else enabled
         self._bar: Any = None
@@ -52,6 +55,7 @@ class StepProgress(pl.Callback):
             unit="step",
             file=self.stream,
             dynamic_ncols=True,
+            mininterval=self.mininterval,
             leave=False,
         )
 
