@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from . import geometry
-from .metrics import fit_mse, recon_error, specialization_ratio
+from .metrics import fit_mse, recon_error
 from .model import GaussianMLP
 
 #: Per-run scalar metrics, in the order they are reported.
@@ -73,6 +73,42 @@ class Evaluation:
         return replace(self, images=image_metrics(self.positions, x.detach().cpu(), tuple(image_shape)))
 
 
+#: Largest R x chunk x M block of hidden responses one evaluation pass holds (64 MB in float32):
+#: larger problems stream over chunks of samples, so no N x M matrix is ever whole.
+EVAL_CHUNK_ELEMENTS = 1 << 24
+
+
+def eval_chunk(runs: int, n: int, width: int) -> int:
+    """Samples per evaluation chunk: all N when ``R N M <= EVAL_CHUNK_ELEMENTS``, else fewer."""
+    return max(1, min(n, EVAL_CHUNK_ELEMENTS // max(1, runs * width)))
+
+
+@torch.no_grad()
+def stream_responses(model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fit_mse`` (R,) and ``wins`` (R, M) (samples per strongest-responding unit, ties to the
+    lowest index) over chunks of ``chunk`` samples (default :func:`eval_chunk`).
+
+    With one chunk this is exactly ``fit_mse(pred, y)`` and the argmax counts of ``model(x)``;
+    with several, the squared errors are summed per chunk in float64 (equal to float rounding)
+    and the counts are identical.
+    """
+    r, n, _ = x.shape
+    chunk = chunk or eval_chunk(r, n, model.width)
+    wins = torch.zeros(r, model.width, dtype=torch.long, device=x.device)
+    if chunk >= n:
+        hidden, pred = model(x)
+        winners = hidden.argmax(-1)
+        wins.scatter_add_(1, winners, torch.ones_like(winners))
+        return fit_mse(pred, y), wins
+    sq = torch.zeros(r, dtype=torch.float64, device=x.device)
+    for s in range(0, n, chunk):
+        hidden, pred = model(x[:, s : s + chunk])
+        sq += (pred - y[:, s : s + chunk]).square().sum(dim=(1, 2), dtype=torch.float64)
+        winners = hidden.argmax(-1)
+        wins.scatter_add_(1, winners, torch.ones_like(winners))
+    return (sq / (n * y.shape[2])).to(y.dtype), wins
+
+
 @torch.no_grad()
 def evaluate(
     model: GaussianMLP,
@@ -82,26 +118,27 @@ def evaluate(
     rel_tol: float = 1e-6,
     warm: geometry.HullWarmStart | None = None,
     recon: bool = True,
+    chunk: int | None = None,
 ) -> Evaluation:
     """All metrics for R runs on their full training data ``x`` (R,N,d), ``y`` (R,N,k).
 
     ``warm`` carries hull solver state between evaluations of the same runs
     (:class:`protoreg.geometry.HullWarmStart`). ``recon=False`` skips the optimal matching
     (``recon_error`` is then NaN): the geometry check during training does so for large N x M.
+    The model is evaluated over chunks of ``chunk`` samples (default :func:`eval_chunk`, see
+    :func:`stream_responses`): memory O(R x chunk x M), never a whole R x N x M tensor.
     """
-    hidden, pred = model(x)
+    mse, wins = stream_responses(model, x, y, chunk)
     positions = model.prototype_positions()
-    report = geometry.geometry_report(positions, x, hidden, rel_tol=rel_tol, warm=warm)
+    report = geometry.geometry_report(positions, x, wins=wins, rel_tol=rel_tol, warm=warm)
+    n = x.shape[1]
     scalars: dict[str, torch.Tensor] = {
-        "fit_mse": fit_mse(pred, y).double().cpu(),
+        "fit_mse": mse.double().cpu(),
         "recon_error": recon_error(positions, x) if recon else torch.full((x.shape[0],), float("nan"), dtype=torch.float64),
-        "specialization_ratio": specialization_ratio(hidden),
+        "specialization_ratio": (wins > 0).sum(-1).double().cpu() / n,
     }
     for key in METRIC_NAMES[3:]:
         scalars[key] = report[key].cpu()
-    winners = hidden.argmax(-1)
-    wins = torch.zeros(hidden.shape[0], hidden.shape[2], dtype=torch.long, device=hidden.device)
-    wins.scatter_add_(1, winners, torch.ones_like(winners))
     return Evaluation(
         scalars=scalars,
         positions=positions.cpu(),

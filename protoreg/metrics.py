@@ -6,10 +6,13 @@ Each takes batched inputs with a leading run axis R and returns shape (R,).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from skimage.metrics import structural_similarity
 
 
@@ -24,24 +27,57 @@ def fit_mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (pred - y).square().mean(dim=(1, 2))
 
 
-#: Elements of one block of prototype-sample differences in :func:`matching` (32 MB of float64).
+#: Elements of one block of prototype-sample differences or distances (32 MB of float64).
 _COST_BLOCK_ELEMENTS = 1 << 22
 
+#: Up to this many prototype-sample pairs (M x N) :func:`matching` solves the dense assignment
+#: problem; beyond it, the exact structured methods of :func:`optimal_matching` run.
+DENSE_MAX_ELEMENTS = 1 << 16
 
-def matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Optimal one-to-one matching of prototypes p (M, d) to training inputs x (N, d).
+#: Neighbours per point in the first sparse candidate graph (d >= 2), and the largest tried.
+SPARSE_K0, SPARSE_K_MAX = 8, 128
 
-    Minimizes the summed Euclidean distance ``sum_k ||p[proto_idx[k]] - x[sample_idx[k]]||``
-    with ``scipy.optimize.linear_sum_assignment``; with M != N it is rectangular and has
-    K = min(M, N) pairs. Non-finite prototypes get a cost larger than any finite assignment can
-    reach, so they are matched only when there are not enough finite ones (distance ``inf``).
+#: Rounds of adding certificate-violating pairs to the sparse graph before the dense fallback,
+#: and the most pairs added per round (times the number of rows).
+SPARSE_ROUNDS, SPARSE_ADD_PER_ROW = 30, 32
 
-    Shapes: p (M, d), x (N, d) -> (proto_idx (K,) int, sample_idx (K,) int, distances (K,) float64),
-    proto_idx increasing. This is the matching behind :func:`recon_error` and :func:`image_metrics`.
+#: Relative tolerance of the sparse method's optimality certificate: the matching's summed
+#: distance is within ``K * SPARSE_CERT_TOL * scale`` of the optimum (``scale``: the largest
+#: matched distance), i.e. optimal to float rounding.
+SPARSE_CERT_TOL = 1e-10
 
-    >>> matching(np.array([[0.0], [1.0]]), np.array([[1.0], [0.5]]))
-    (array([0, 1]), array([1, 0]), array([0.5, 0. ]))
-    """
+#: How :func:`optimal_matching` solved a problem (see :attr:`Matching.method`).
+MATCHING_METHODS: tuple[str, ...] = ("dense", "sorted", "sorted-dp", "sparse", "dense-fallback")
+
+
+@dataclass(frozen=True)
+class Matching:
+    """An optimal one-to-one matching of prototypes to training inputs (see :func:`optimal_matching`)."""
+
+    proto_idx: np.ndarray  #: (K,) int, increasing
+    sample_idx: np.ndarray  #: (K,) int
+    distances: np.ndarray  #: (K,) float64, ``inf`` for a matched non-finite prototype
+    #: one of :data:`MATCHING_METHODS`: ``dense`` (small problems, non-finite inputs),
+    #: ``sorted`` (1-D, as many finite prototypes as samples), ``sorted-dp`` (1-D, different
+    #: counts), ``sparse`` (d >= 2, certified on a k-nearest-neighbour graph), ``dense-fallback``
+    #: (d >= 2, no certificate found: see :func:`_match_nd`)
+    method: str
+
+
+def _pair_distances(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Euclidean distances of row pairs ``p[k]``, ``x[k]`` (each (K, d)), scaled so that
+    squaring cannot overflow (coordinates up to ~1e308 keep finite distances); the same
+    arithmetic as the dense cost matrix of :func:`_dense_matching`."""
+    diff = p - x
+    scale = np.abs(diff).max(axis=-1, keepdims=True) if diff.shape[-1] else np.zeros(diff.shape[:-1] + (1,))
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.sqrt(((diff / scale) ** 2).sum(-1)) * scale[..., 0]
+
+
+def _dense_matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``scipy.optimize.linear_sum_assignment`` on the full (M, N) cost matrix; non-finite
+    prototypes cost more than any finite assignment can reach."""
     finite = np.isfinite(p).all(axis=1)
     cost = np.full((p.shape[0], x.shape[0]), np.inf)
     rows_f = np.flatnonzero(finite)
@@ -49,14 +85,7 @@ def matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     block = max(1, _COST_BLOCK_ELEMENTS // max(1, x.shape[0] * x.shape[1]))
     for start in range(0, rows_f.size, block):
         idx = rows_f[start : start + block]
-        diff = p[idx][:, None, :] - x[None, :, :]
-        # scaled so that squaring cannot overflow (coordinates up to ~1e308 keep finite distances)
-        scale = np.abs(diff).max(axis=-1, keepdims=True)
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            cost[idx] = np.sqrt(((diff / scale) ** 2).sum(-1)) * scale[..., 0]
-    # Non-finite prototypes get a cost larger than any finite assignment can reach, so they are
-    # matched only when there are not enough finite ones (and then contribute inf).
+        cost[idx] = _pair_distances(p[idx][:, None, :], x[None, :, :])
     finite_cost = cost[np.isfinite(cost)]
     k = min(cost.shape) + 1
     big = min((finite_cost.max() + 1.0), np.finfo(np.float64).max / k**2) * k if finite_cost.size else 1.0
@@ -64,12 +93,273 @@ def matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return rows, cols, cost[rows, cols]
 
 
-def recon_error(prototypes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reconstruction error: mean distance of the Hungarian matching of prototypes to inputs.
+def _sorted_partial(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Optimal matching of every point of sorted ``a`` (m,) into sorted ``b`` (n >= m) for the
+    cost ``|a_i - b_j|``: the positions in ``b`` of a_0 .. a_{m-1}.
 
-    The matching (:func:`matching`: ``scipy.optimize.linear_sum_assignment`` on Euclidean
-    distances) pairs each prototype with a distinct training input; with M != N it is rectangular
-    and has min(M, N) pairs. ``inf`` when a non-finite prototype has to be matched.
+    For a convex cost of the difference some optimal matching is monotone (uncross two crossing
+    pairs and the cost does not grow), so a_i goes to b_{i+s_i} with skips
+    ``0 <= s_0 <= ... <= s_{m-1} <= n - m``. Dynamic programme over the skip s:
+    ``f_i(s) = |a_i - b_{i+s}| + min_{s' <= s} f_{i-1}(s')``; O(m (n - m + 1)) time, one bit per
+    state to trace the optimum back.
+    """
+    m, n = a.size, b.size
+    w = n - m
+    if w == 0:
+        return np.arange(m)
+    g = np.zeros(w + 1)
+    improved = np.empty(w + 1, dtype=bool)
+    improved[0] = True
+    bits = np.empty((m, (w + 8) // 8), dtype=np.uint8)
+    for i in range(m):
+        f = np.abs(a[i] - b[i : i + w + 1]) + g
+        g = np.minimum.accumulate(f)
+        np.less(f[1:], g[:-1], out=improved[1:])  # a new prefix minimum at s
+        bits[i] = np.packbits(improved)
+    pos = np.empty(m, dtype=np.int64)
+    s = w
+    for i in range(m - 1, -1, -1):
+        s = int(np.flatnonzero(np.unpackbits(bits[i], count=s + 1))[-1])
+        pos[i] = i + s
+    return pos
+
+
+def _match_1d(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal pairs ``(i, j)`` matching every point of the smaller of a (m,), b (n,) (1-D)."""
+    if a.size > b.size:
+        j, i = _match_1d(b, a)
+        return i, j
+    oa, ob = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
+    return oa, ob[_sorted_partial(a[oa], b[ob])]
+
+
+def _sq_norm_bound(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gram-expansion squared distances ``(|a|^2 + |b|^2 - 2 a.b)`` of a (P, d) and b (Q, d),
+    and a bound on their rounding error (a safe over-estimate)."""
+    an, bn = (a * a).sum(1), (b * b).sum(1)
+    d2 = an[:, None] + bn[None, :] - 2.0 * (a @ b.T)
+    err = (8.0 * (a.shape[1] + 4) * np.finfo(np.float64).eps) * (an[:, None] + bn[None, :]) + np.finfo(np.float64).tiny
+    return d2, err
+
+
+def _knn(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of b for each row of a (by Gram distances: candidates only), and a
+    rigorous lower bound on the distance from each row of a to every row of b not among them."""
+    nb = b.shape[0]
+    k = min(k, nb)
+    idx = np.empty((a.shape[0], k), dtype=np.int64)
+    beyond = np.full(a.shape[0], np.inf)
+    block = max(1, _COST_BLOCK_ELEMENTS // max(1, nb))
+    for s in range(0, a.shape[0], block):
+        d2, err = _sq_norm_bound(a[s : s + block], b)
+        if k < nb:
+            part = np.argpartition(d2, k, axis=1)
+            idx[s : s + block] = part[:, :k]
+            kth = np.take_along_axis(d2, part[:, k : k + 1], 1)[:, 0]  # every excluded d2 >= kth
+            beyond[s : s + block] = np.sqrt(np.maximum(kth - err.max(1), 0.0))
+        else:
+            idx[s : s + block] = np.arange(nb)
+    return idx, beyond
+
+
+def _potentials(src: np.ndarray, dst: np.ndarray, w: np.ndarray, nb: int, eps: float) -> np.ndarray | None:
+    """Column potentials v <= 0 with ``v[dst] <= v[src] + w + eps`` on every edge: shortest
+    paths from a virtual source joined to every column at cost 0 (vectorised Bellman-Ford).
+    None when they do not settle (a negative cycle: the matching is not optimal on the graph)."""
+    v = np.zeros(nb)
+    order = np.argsort(dst, kind="stable")
+    src, dst, w = src[order], dst[order], w[order]
+    heads = np.flatnonzero(np.r_[True, dst[1:] != dst[:-1]]) if dst.size else np.zeros(0, dtype=np.int64)
+    targets = dst[heads]
+    for _ in range(nb + 1):
+        if not dst.size:
+            return v
+        best = np.minimum.reduceat(v[src] + w, heads)
+        better = best < v[targets] - eps
+        if not better.any():
+            return v
+        v[targets[better]] = best[better]
+    return None
+
+
+def _candidates(ac: np.ndarray, bc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges ``(i, j)`` of the candidate graph (each row's k nearest columns, each column's k
+    nearest rows) and, per row, a lower bound on its distance to every column it does not have
+    among its k nearest."""
+    rows_knn, beyond = _knn(ac, bc, k)
+    cols_knn, _ = _knn(bc, ac, k)
+    ei = np.concatenate([np.repeat(np.arange(ac.shape[0]), rows_knn.shape[1]), cols_knn.ravel()])
+    ej = np.concatenate([rows_knn.ravel(), np.repeat(np.arange(bc.shape[0]), cols_knn.shape[1])])
+    return ei, ej, beyond
+
+
+def _solve_on_graph(
+    a: np.ndarray, b: np.ndarray, ac: np.ndarray, bc: np.ndarray, ei: np.ndarray, ej: np.ndarray, beyond: np.ndarray
+) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+    """Min-weight full matching of the rows of a into b on the candidate edges, and its
+    optimality certificate over all pairs.
+
+    Returns ``(match, None)`` when certified (``match[i]``: the column of row i), ``(None,
+    (i, j))`` with pairs that violate the certificate (to add to the graph), or ``(None, None)``
+    when the graph has no full matching (or no settled potentials).
+
+    Certificate: the LP dual of ``min sum c x``, ``sum_j x_ij = 1``, ``sum_i x_ij <= 1``:
+    potentials ``v_j <= 0`` (0 on unmatched columns) and ``u_i = c_{i,m(i)} - v_{m(i)}`` from
+    shortest paths on the graph's alternating edges (:func:`_potentials`). If
+    ``c_ij >= u_i + v_j - tol`` for every pair, every full matching costs at least
+    ``sum u + sum v - K tol``, which is this matching's cost minus ``K tol``. Rows whose bound
+    beyond their k nearest columns already exceeds ``u_i + max v`` need no look; the others are
+    scanned with a rounding-safe Gram bound, and exact distances where it is not conclusive.
+    """
+    na, nb = a.shape[0], b.shape[0]
+    key = np.unique(ei * nb + ej)
+    ei, ej = key // nb, key % nb
+    c = _pair_distances(a[ei], b[ej])
+    # every full matching has na edges, so a constant offset keeps the optimum; it keeps weights
+    # away from 0 (explicit zeros are no edges, and near-zero weights can stall the solver)
+    graph = csr_matrix((c / max(float(c.max()), np.finfo(np.float64).tiny) + 1.0, (ei, ej)), shape=(na, nb))
+    try:
+        _, match = min_weight_full_bipartite_matching(graph)
+    except ValueError:  # no full matching among the candidates
+        return None, None
+    cm = _pair_distances(a, b[match])
+    tol = SPARSE_CERT_TOL * max(float(cm.max()), np.finfo(np.float64).tiny)
+    free = np.ones(nb, dtype=bool)
+    free[match] = False
+    alt = match[ei] != ej
+    v = _potentials(match[ei[alt]], ej[alt], c[alt] - cm[ei[alt]], nb, tol / 4)
+    if v is None or (v[free] < -tol).any():
+        return None, None
+    v[free] = 0.0
+    u = cm - v[match]
+    todo = np.flatnonzero(beyond < u + v.max() - tol)
+    block = max(1, _COST_BLOCK_ELEMENTS // max(1, nb))
+    bad_i, bad_j, slack = [], [], []
+    for s in range(0, todo.size, block):
+        rows = todo[s : s + block]
+        d2, err = _sq_norm_bound(ac[rows], bc)
+        need = u[rows, None] + v[None, :] - tol
+        ri, cj = np.nonzero(np.sqrt(np.maximum(d2 - err, 0.0)) < need)
+        reduced = _pair_distances(a[rows[ri]], b[cj]) - need[ri, cj]
+        neg = reduced < 0
+        bad_i.append(rows[ri[neg]])
+        bad_j.append(cj[neg])
+        slack.append(reduced[neg])
+    if not sum(s.size for s in slack):
+        return match, None
+    keep = np.argsort(np.concatenate(slack), kind="stable")[: SPARSE_ADD_PER_ROW * na]
+    return None, (np.concatenate(bad_i)[keep], np.concatenate(bad_j)[keep])
+
+
+def _match_nd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Certified optimal pairs matching every point of the smaller of a, b (d >= 2); None if no
+    certificate is found (:func:`_solve_on_graph`).
+
+    Starts from :data:`SPARSE_K0` nearest neighbours; adds the pairs that violate the
+    certificate and solves again (at most :data:`SPARSE_ROUNDS` times); widens to 4k neighbours
+    when the graph has no full matching, up to :data:`SPARSE_K_MAX`.
+    """
+    if a.shape[0] > b.shape[0]:
+        res = _match_nd(b, a)
+        return None if res is None else (res[1], res[0])
+    centre = b.mean(0)
+    ac, bc = a - centre, b - centre
+    k = SPARSE_K0
+    ei, ej, beyond = _candidates(ac, bc, k)
+    for _ in range(SPARSE_ROUNDS):
+        match, extra = _solve_on_graph(a, b, ac, bc, ei, ej, beyond)
+        if match is not None:
+            return np.arange(a.shape[0]), match
+        if extra is not None:
+            ei, ej = np.concatenate([ei, extra[0]]), np.concatenate([ej, extra[1]])
+            continue
+        if k >= min(SPARSE_K_MAX, b.shape[0]):
+            return None
+        k *= 4
+        wi, wj, beyond = _candidates(ac, bc, k)
+        ei, ej = np.concatenate([ei, wi]), np.concatenate([ej, wj])
+    return None
+
+
+def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX_ELEMENTS) -> Matching:
+    """Optimal one-to-one matching of prototypes p (M, d) to training inputs x (N, d).
+
+    Minimizes the summed Euclidean distance ``sum_k ||p[proto_idx[k]] - x[sample_idx[k]]||``
+    over matchings of K = min(M, N) pairs. Non-finite prototypes are matched only when there are
+    not enough finite ones (distance ``inf``): the finite prototypes are matched optimally
+    (all of them, or all samples when they outnumber the samples) and non-finite ones take the
+    samples left over.
+
+    Which solver runs (:attr:`Matching.method`):
+
+    - ``dense``: ``M * N <= dense_max`` (:data:`DENSE_MAX_ELEMENTS`), or a non-finite input:
+      ``scipy.optimize.linear_sum_assignment`` on the (M, N) cost matrix, O(M N) memory and up to
+      O(N^3) time;
+    - ``sorted`` (1-D, as many finite prototypes as samples): sorted order is optimal for any
+      convex cost of the difference, O(N log N);
+    - ``sorted-dp`` (1-D, different counts): the best monotone partial matching by dynamic
+      programming (:func:`_sorted_partial`), O(N log N + min(F, N) |F - N|) for F finite prototypes;
+    - ``sparse`` (d >= 2): min-weight full matching on a k-nearest-neighbour candidate graph,
+      certified optimal by an LP dual certificate over all pairs (:func:`_solve_on_graph`; pairs
+      that violate it join the graph and it is solved again), O(M N d) time in blocks of bounded
+      memory; ``dense-fallback`` when no certificate is found (:func:`_match_nd`).
+
+    Shapes: p (M, d), x (N, d) -> :class:`Matching` with proto_idx increasing.
+    """
+    m, n = p.shape[0], x.shape[0]
+    if m * n <= dense_max or not np.isfinite(x).all():
+        return Matching(*_dense_matching(p, x), method="dense")
+    finite = np.flatnonzero(np.isfinite(p).all(axis=1))
+    pf = p[finite]
+    if p.shape[1] == 1:
+        fi, cols = _match_1d(pf[:, 0], x[:, 0])
+        method = "sorted" if finite.size == n else "sorted-dp"
+    else:
+        res = _match_nd(pf, x)
+        if res is None:
+            return Matching(*_dense_matching(p, x), method="dense-fallback")
+        fi, cols = res
+        method = "sparse"
+    rows = finite[fi]
+    spare = min(m, n) - rows.size  # non-finite prototypes that must be matched
+    if spare:
+        taken = np.zeros(n, dtype=bool)
+        taken[cols] = True
+        rows = np.concatenate([rows, np.setdiff1d(np.arange(m), finite)[:spare]])
+        cols = np.concatenate([cols, np.flatnonzero(~taken)[:spare]])
+    order = np.argsort(rows, kind="stable")
+    rows, cols = rows[order], cols[order]
+    dist = np.full(rows.size, np.inf)
+    ok = np.isfinite(p[rows]).all(axis=1)
+    dist[ok] = _pair_distances(p[rows[ok]], x[cols[ok]])
+    return Matching(rows, cols, dist, method)
+
+
+def matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Optimal one-to-one matching of prototypes p (M, d) to training inputs x (N, d).
+
+    Minimizes the summed Euclidean distance ``sum_k ||p[proto_idx[k]] - x[sample_idx[k]]||``;
+    with M != N it has K = min(M, N) pairs. Non-finite prototypes get a cost larger than any
+    finite assignment can reach, so they are matched only when there are not enough finite ones
+    (distance ``inf``). Solved exactly by :func:`optimal_matching` (dense for small problems,
+    sorted in 1-D, a certified sparse graph in d >= 2).
+
+    Shapes: p (M, d), x (N, d) -> (proto_idx (K,) int, sample_idx (K,) int, distances (K,) float64),
+    proto_idx increasing. This is the matching behind :func:`recon_error` and :func:`image_metrics`.
+
+    >>> matching(np.array([[0.0], [1.0]]), np.array([[1.0], [0.5]]))
+    (array([0, 1]), array([1, 0]), array([0.5, 0. ]))
+    """
+    res = optimal_matching(p, x)
+    return res.proto_idx, res.sample_idx, res.distances
+
+
+def recon_error(prototypes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reconstruction error: mean distance of the optimal matching of prototypes to inputs.
+
+    The matching (:func:`matching`: the minimum summed Euclidean distance, solved exactly by
+    :func:`optimal_matching`) pairs each prototype with a distinct training input; with M != N it
+    is rectangular and has min(M, N) pairs. ``inf`` when a non-finite prototype has to be matched.
 
     Shapes: prototypes (R, M, d), x (R, N, d) -> (R,) float64.
 

@@ -52,7 +52,9 @@ def pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     r, p, d = a.shape
     q = b.shape[1]
-    if d == 1 or r * p * q * d <= EXACT_DIST_ELEMENTS:
+    if d == 1:  # the same values without the (R, P, Q, 1) intermediate
+        return (a - b.transpose(1, 2)).square()
+    if r * p * q * d <= EXACT_DIST_ELEMENTS:
         return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1)
     an = a.square().sum(-1, keepdim=True)  # (R,P,1)
     bn = b.square().sum(-1).unsqueeze(1)  # (R,1,Q)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -12,12 +13,69 @@ from .collapse import dead_units, duplicate_prototypes, min_prototype_gap
 from .hull import HullWarmStart, hull_distance, hull_extent, outside_hull
 
 
+def _window(sv: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted ``sv``, the first and last positions within ``thr`` of each position, with the
+    distance computed exactly as ``|sv[a] - sv[t]|`` (rounding is monotone, so the positions
+    within ``thr`` are contiguous); vectorised bisection."""
+    n = sv.size
+    t = np.arange(n)
+    lo, hi = np.zeros(n, dtype=np.int64), t.copy()  # first a with sv[t] - sv[a] <= thr
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        ok = sv[t] - sv[mid] <= thr
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid + 1)
+    first = lo
+    lo, hi = t.copy(), np.full(n, n - 1, dtype=np.int64)  # last b with sv[b] - sv[t] <= thr
+    while (lo < hi).any():
+        mid = (lo + hi + 1) // 2
+        ok = sv[mid] - sv[t] <= thr
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid - 1)
+    return first, lo
+
+
+def _range_min(a: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``min(a[first[t] : last[t] + 1])`` for every t (sparse table, O(n log n))."""
+    levels = [a]
+    while 2 ** len(levels) <= a.size:
+        prev, half = levels[-1], 2 ** (len(levels) - 1)
+        levels.append(np.minimum(prev[:-half], prev[half:]))
+    level = np.floor(np.log2(last - first + 1)).astype(np.int64)
+    out = np.empty(a.size, dtype=a.dtype)
+    for lev in np.unique(level):
+        sel = level == lev
+        table = levels[lev]
+        out[sel] = np.minimum(table[first[sel]], table[last[sel] - 2**lev + 1])
+    return out
+
+
+def _collapse_1d(prototypes: Tensor, rel_tol: float, extent: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`min_prototype_gap` and :func:`duplicate_prototypes` (with ``extent``) of 1-D
+    prototypes (R, M, 1) in O(M log M) per run from sorted positions, instead of all M^2 pairs;
+    the same distances ``|p_i - p_j|`` and comparisons, so the same results."""
+    p = prototypes.detach().to(_F64).cpu().numpy()[..., 0]
+    thr = (rel_tol * extent.detach().to(_F64).cpu()).numpy()
+    gaps, dups = [], []
+    for r in range(p.shape[0]):
+        idx = np.flatnonzero(np.isfinite(p[r]))
+        order = np.argsort(p[r, idx], kind="stable")
+        sv, si = p[r, idx][order], idx[order]
+        gaps.append(float(np.diff(sv).min()) if sv.size >= 2 else math.inf)
+        if sv.size < 2:
+            dups.append(0)
+            continue
+        first, last = _window(sv, float(thr[r]))
+        dups.append(int((_range_min(si, first, last) < si).sum()))
+    dev = prototypes.device
+    return torch.tensor(gaps, dtype=_F64, device=dev), torch.tensor(dups, dtype=torch.long, device=dev)
+
+
 @torch.no_grad()
 def geometry_report(
     prototypes: Tensor,
     x: Tensor,
-    hidden: Tensor,
+    hidden: Tensor | None = None,
     *,
+    wins: Tensor | None = None,
     rel_tol: float = 1e-6,
     warm: HullWarmStart | None = None,
 ) -> dict[str, Tensor]:
@@ -27,7 +85,13 @@ def geometry_report(
     ----------
     prototypes : Tensor, shape (R, M, d)
     x : Tensor, shape (R, N, d)
-    hidden : Tensor, shape (R, N, M)
+    hidden : Tensor, shape (R, N, M), optional
+        Hidden responses, for ``dead_units``; or give ``wins``.
+    wins : Tensor, shape (R, M), optional
+        Samples for which each unit is the strongest responder (what
+        :func:`protoreg.evaluate.stream_responses` counts without an N x M tensor);
+        ``dead_units`` is then the number of units with none. Exactly one of
+        ``hidden`` and ``wins`` is given.
     rel_tol : float, default 1e-6
         Relative tolerance (times :func:`hull_extent` of ``x``) used for the
         hull distances (``tol``), the outside flags and duplicate detection.
@@ -56,13 +120,21 @@ def geometry_report(
 
         and per-unit ``(R, M)`` tensors ``hull_distance`` (float64) and
         ``outside`` (bool).
+
+    Memory: in 1-D nothing of size N x M or M x M (the hull is an interval, the
+    collapse checks run on sorted positions); in d >= 2 the hull solver and the
+    pairwise prototype checks work in bounded blocks, O(M^2 d) time.
     """
     _check_pair(prototypes, x)
     R, M, d = prototypes.shape
-    if hidden.dim() != 3 or hidden.shape != (R, x.shape[1], M):
+    if (hidden is None) == (wins is None):
+        raise ValueError("give exactly one of hidden (R, N, M) and wins (R, M)")
+    if hidden is not None and (hidden.dim() != 3 or hidden.shape != (R, x.shape[1], M)):
         raise ValueError(
             f"hidden must have shape {(R, x.shape[1], M)}, got {tuple(hidden.shape)}"
         )
+    if wins is not None and wins.shape != (R, M):
+        raise ValueError(f"wins must have shape {(R, M)}, got {tuple(wins.shape)}")
     dist = hull_distance(prototypes, x, tol=rel_tol, warm=warm)
     outside = outside_hull(prototypes, x, rel_tol=rel_tol, distances=dist)
     ext = hull_extent(x)
@@ -74,13 +146,18 @@ def geometry_report(
         frac = torch.zeros(R, dtype=_F64, device=dist.device)
         mean_d = torch.full((R,), math.nan, dtype=_F64, device=dist.device)
         max_d = mean_d.clone()
+    if d == 1:
+        gap, dup = _collapse_1d(prototypes, rel_tol, ext)
+    else:
+        gap, dup = min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=rel_tol, extent=ext)
+    dead = dead_units(hidden) if hidden is not None else (wins == 0).sum(dim=1)
     return {
         "outside_hull_frac": frac,
         "mean_hull_distance": mean_d,
         "max_hull_distance": max_d,
-        "min_prototype_gap": min_prototype_gap(prototypes),
-        "duplicate_prototypes": duplicate_prototypes(prototypes, rel_tol=rel_tol, extent=ext),
-        "dead_units": dead_units(hidden),
+        "min_prototype_gap": gap,
+        "duplicate_prototypes": dup,
+        "dead_units": dead,
         "hull_distance": dist,
         "outside": outside,
     }

@@ -19,6 +19,7 @@ from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..pairing import Unpaired, unpaired_repulsors
 from ..plugins import Registry
 from ..training import RunSpec, group_key, run_spec
+from ..training.group import check_group_memory
 from ..training.trainer import make_trainer
 from .grid import SweepRun, expand, grid_values
 
@@ -94,7 +95,8 @@ def _check_study(base: DictConfig, reg: Registry) -> None:
 
 
 def plan_sweep(base: DictConfig, reg: Registry) -> Plan:
-    """Expand and validate every run (config values, data, pairing, trainer) before training.
+    """Expand and validate every run (config values, data, pairing, trainer, the memory of each
+    group: :func:`~protoreg.training.group.check_group_memory`) before training.
 
     Problems are collected over all runs and reported together in one :class:`ConfigError` (or
     the first :class:`ProtoregError` of a data loader), each with the dotted key and an example run.
@@ -138,6 +140,8 @@ def plan_sweep(base: DictConfig, reg: Registry) -> Plan:
             plan.twins[run.name] = rep
     for cfg in trainers.values():  # Lightning's own checks of trainer.* (accelerator, precision)
         make_trainer(OmegaConf.to_container(cfg.trainer, resolve=True), None, [])  # type: ignore[arg-type]
+    for group in plan_groups([r for r in runs if r.name not in plan.twins], plan):  # memory of the largest groups
+        check_group_memory([plan.specs[r.name] for r in group])
     return plan
 
 

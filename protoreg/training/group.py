@@ -6,6 +6,7 @@ program; ``fit`` trains a group of one, ``sweep`` one group per shape.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import config as C
 from ..data import validate_loaded
 from ..errors import ConfigError, DataError, ProtoregError
+from ..memory import check_memory
 from ..model import GaussianMLP
 from ..plugins import Registry
 from .module import ProtoRegModule
@@ -57,8 +59,29 @@ def run_spec(cfg: DictConfig, reg: Registry, settings: dict[str, dict[str, Any]]
     """The spec of an already validated config (data loaded, loss settings filled in)."""
     settings = settings if settings is not None else C.loss_settings(cfg, reg.losses)
     x, y, info = load_data(cfg, reg)
+    batch = cfg.train.batch_size
+    if batch is not None and int(batch) > x.shape[0]:
+        warnings.warn(f"train.batch_size: {batch} is more than the {x.shape[0]} samples of the data; training full batch", UserWarning, stacklevel=2)
     shape = info.get("image_shape")
     return RunSpec(cfg, x, y, settings, tuple(shape) if shape else None)
+
+
+def check_group_memory(specs: Sequence[RunSpec]) -> None:
+    """Refuse (:class:`ConfigError` naming ``train.batch_size``) a group of runs whose estimated
+    peak memory exceeds what is available (:func:`protoreg.memory.check_memory`)."""
+    cfg = specs[0].cfg
+    n, d = specs[0].x.shape
+    check_memory(
+        n=n,
+        width=int(cfg.model.width or n),
+        dim=d,
+        out=specs[0].y.shape[1],
+        runs=len(specs),
+        batch_size=cfg.train.batch_size,
+        itemsize=torch.finfo(torch_dtype(cfg)).bits // 8,
+        losses=specs[0].active,
+        accelerator=str(cfg.trainer.get("accelerator", "auto")),
+    )
 
 
 def parameterization(cfg: DictConfig, dim: int) -> str:
@@ -109,12 +132,14 @@ class RunGroup:
 
 def build_group(specs: Sequence[RunSpec], reg: Registry, *, fail_fast: bool = True) -> RunGroup:
     """Model and module for runs that share shapes (see :data:`GROUP_KEYS`); every loss is
-    evaluated once (:meth:`ProtoRegModule.dry_run`) so a faulty plugin is reported now."""
+    evaluated once (:meth:`ProtoRegModule.dry_run`) so a faulty plugin is reported now. A group
+    whose estimated memory exceeds what is available is refused first (:func:`check_group_memory`)."""
     specs = list(specs)
     first = specs[0].cfg
     key0 = group_key(specs[0])
     if any(group_key(s) != key0 for s in specs[1:]):
         raise ConfigError("runs of one group must share data shape, width, parameterization and training settings")
+    check_group_memory(specs)
     dtype = torch_dtype(first)
     x = torch.tensor(np.stack([s.x for s in specs]), dtype=dtype)
     y = torch.tensor(np.stack([s.y for s in specs]), dtype=dtype)

@@ -1,0 +1,69 @@
+"""How training and evaluation grow with N (width M = N): seconds per step, evaluation, peak memory.
+
+Usage: ``python benchmarks/scale.py [--quick] [--steps S]``. Each case runs in its own
+subprocess, so its peak resident memory (``resource.getrusage`` max RSS) is its own. Cases:
+1-D uniform data with N = 10^3, 10^4, 10^5 and 64-D uniform data with N = 10^3, 10^4 (minibatch
+1,024, coverage loss, float32, CPU); ``--quick`` keeps N <= 10^4 and 20 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+from protoreg import config as C
+from protoreg.evaluate import evaluate
+from protoreg.metrics import optimal_matching
+from protoreg.plugins import Registry
+from protoreg.training import build_group, run_spec
+
+n, dim, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+reg = Registry.load()
+cfg = C.load_config(None, [f"data.n={n}", f"data.dim={dim}", "train.batch_size=1024", f"train.steps={steps}", "trainer.accelerator=cpu"])
+C.validate(cfg, reg.losses, reg.datasets)
+t0 = time.perf_counter()
+group = build_group([run_spec(C.resolved(cfg, reg.losses), reg)], reg)
+build = time.perf_counter() - t0
+module = group.module
+opt = module.configure_optimizers()
+t0 = time.perf_counter()
+for _ in range(steps):
+    module.optimisation_step(opt)
+train = time.perf_counter() - t0
+t0 = time.perf_counter()
+ev = evaluate(module.model, module.x, module.y)
+evaluation = time.perf_counter() - t0
+x = module.x[0].double().numpy()
+method = optimal_matching(ev.positions[0].numpy(), x).method
+print(json.dumps({"n": n, "dim": dim, "steps": steps, "build_s": build, "step_s": train / steps, "eval_s": evaluation,
+                  "method": method, "recon_error": ev.metrics(0)["recon_error"],
+                  "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="N <= 10^4 and 20 steps")
+    ap.add_argument("--steps", type=int, default=None, help="optimisation steps per case (default 200; 20 with --quick)")
+    args = ap.parse_args()
+    steps = args.steps or (20 if args.quick else 200)
+    cases = [(1_000, 1), (10_000, 1), (100_000, 1), (1_000, 64), (10_000, 64)]
+    if args.quick:
+        cases = [c for c in cases if c[0] <= 10_000]
+    print(f"{'d':>3} {'N = M':>8} {'s/step':>8} {'eval s':>8} {'peak GB':>8}  matching  recon_error")
+    for n, dim in cases:
+        res = subprocess.run([sys.executable, "-c", CHILD, str(n), str(dim), str(steps)], capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"{dim:>3} {n:>8}  failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
+            continue
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{dim:>3} {n:>8} {r['step_s']:>8.3f} {r['eval_s']:>8.2f} {r['peak_gb']:>8.2f}  {r['method']:<8}  {r['recon_error']:.6g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
