@@ -12,8 +12,9 @@ process, one after the other:
   Lightning engine, geometry checks, TensorBoard, ``results.csv``, ``prototypes.csv``, the
   study's claims, ``summary.md`` and the plots; everything a user gets.
 * ``loop``: the obvious plain-PyTorch program a researcher would write: per N one batched
-  :class:`protoreg.model.GaussianMLP` of all 80 runs (same data, same initialisation), the three
-  losses written out inline with per-run weights, ``Adam``, 2,000 steps. No logging, no checks,
+  Gaussian MLP of all 80 runs (the parameters of :class:`protoreg.model.GaussianMLP`: same data,
+  same initialisation), its forward pass and the three losses written out inline with plain
+  torch ops and per-run weights, ``Adam``, 2,000 steps. No logging, no checks,
   no evaluation, no files. ``--compile`` also times the loop with ``torch.compile`` of its step.
 
 Both run with subnormal floats flushed to zero, as protoreg does while training. The script
@@ -68,9 +69,16 @@ def loop_group(specs: list, steps: int, lr: float, *, compile_step: bool) -> flo
     eye = torch.eye(n, dtype=torch.bool)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:  # the model written out with plain torch ops
+        if d == 1:
+            h = torch.exp(-(x * model.w.unsqueeze(1) + model.b.unsqueeze(1)).square())
+        else:
+            h = torch.exp(-pairwise_sq_dists(x, model.centers) * (0.5 * torch.exp(-2.0 * model.log_s).unsqueeze(1)))
+        return h, torch.baddbmm(model.c.unsqueeze(1), h, model.v)
+
     def step() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        h, pred = model(x)
+        h, pred = forward()
         fit = (pred - y).pow(2).mean(dim=(1, 2))
         p = model.prototypes()
         d2 = pairwise_sq_dists(x, p)

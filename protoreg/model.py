@@ -30,6 +30,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
+from .numerics import exp_flushed
+
 Parameterization = Literal["affine", "radial"]
 
 #: ``|w_j|`` below this makes an affine prototype infinite in reports (and "far away" in losses).
@@ -150,10 +152,10 @@ class GaussianMLP(nn.Module):
         """Hidden responses, ``(R, N, d) -> (R, N, M)``."""
         if self.parameterization == "affine":
             z = x * self.w.unsqueeze(1) + self.b.unsqueeze(1)  # (R,N,1)*(R,1,M)
-            return torch.exp(-z.square())
+            return exp_flushed(-z.square())
         d2 = pairwise_sq_dists(x, self.centers)  # (R,N,M)
         inv = torch.exp(-2.0 * self.log_s).unsqueeze(1) * 0.5  # 1/(2 s^2), (R,1,M)
-        return torch.exp(-d2 * inv)
+        return exp_flushed(-d2 * inv)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(R, N, d) -> (hidden (R, N, M), pred (R, N, k))``."""

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..api import LossContext, StructuralLoss, hookimpl
+from ..numerics import logsumexp_flushed
 from ._kernels import sq_dists
 
 
@@ -28,7 +29,7 @@ class Coverage(StructuralLoss):
         t = ctx.per_run(tau, 3) * s2  # (R,1,1)
         d2 = sq_dists(ctx.x, ctx.prototypes)  # (R,N,M)
         m = d2.shape[-1]
-        soft_min = -t * (torch.logsumexp(-d2 / t, dim=-1, keepdim=True) - math.log(m))
+        soft_min = -t * (logsumexp_flushed(-d2 / t, -1) - math.log(m))
         return (soft_min / s2).mean(dim=(1, 2))
 
 

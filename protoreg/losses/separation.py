@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..api import LossContext, StructuralLoss, hookimpl
+from ..numerics import exp_flushed
 from ._kernels import sq_dists
 
 
@@ -27,7 +28,7 @@ class Separation(StructuralLoss):
         m = p.shape[1]
         if m < 2:
             return p.sum(dim=(1, 2)) * 0.0
-        k = torch.exp(-sq_dists(p, p) / t)
+        k = exp_flushed(-sq_dists(p, p) / t)
         off = k.sum(dim=(1, 2)) - k.diagonal(dim1=1, dim2=2).sum(-1)
         return off / (m * (m - 1))
 

@@ -19,7 +19,7 @@ from ..data import validate_loaded
 from ..errors import ConfigError, DataError, ProtoregError
 from ..memory import check_memory
 from ..model import GaussianMLP
-from ..plugins import Registry
+from ..plugins import Registry, describe_failure
 from .module import ProtoRegModule
 from .terms import LossTerm
 
@@ -50,8 +50,11 @@ def load_data(cfg: DictConfig, reg: Registry) -> tuple[np.ndarray, np.ndarray, d
         result = loader(OmegaConf.to_container(cfg.data, resolve=True), C.data_seed(cfg))
     except ProtoregError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a dataset plugin's bug
-        raise DataError(f"{where}: loader failed: {type(exc).__name__}: {exc}") from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a dataset plugin's bug, sys.exit included
+        how = describe_failure(exc) if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{where}: loader failed: {how}") from exc
     return validate_loaded(result, where)
 
 
@@ -99,7 +102,16 @@ def torch_dtype(cfg: DictConfig) -> torch.dtype:
 
 
 #: Settings that must agree for runs to train together.
-GROUP_KEYS = ("model.parameterization", "model.init", "train.steps", "train.lr", "train.batch_size", "train.log_every_n_steps", "trainer")
+GROUP_KEYS = (
+    "model.parameterization",
+    "model.init",
+    "train.steps",
+    "train.lr",
+    "train.batch_size",
+    "train.log_every_n_steps",
+    "train.compile",
+    "trainer",
+)
 
 
 def group_key(spec: RunSpec) -> tuple[Any, ...]:
@@ -171,6 +183,7 @@ def build_group(specs: Sequence[RunSpec], reg: Registry, *, fail_fast: bool = Tr
         seeds=seeds,
         fail_fast=fail_fast,
         keep_data=all(bool(OmegaConf.select(s.cfg, "output.save_data", default=True)) for s in specs),
+        compile=bool(OmegaConf.select(first, "train.compile", default=False)),
     )
     module.dry_run()
     return RunGroup(specs, module)

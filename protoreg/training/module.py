@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -83,6 +84,9 @@ class ProtoRegModule(pl.LightningModule):
     fail_fast : bool
         Stop training when any run fails (``fit``); otherwise a failed run is frozen and the
         others go on (``sweep``).
+    compile : bool
+        ``torch.compile`` the objective of each step (``train.compile``); where compilation is
+        unavailable or fails, one warning and the eager objective.
     keep_data : bool
         Save the training data in checkpoints (``output.save_data``); without it a resumed run
         regenerates the data from its config.
@@ -102,6 +106,7 @@ class ProtoRegModule(pl.LightningModule):
         seeds: Sequence[int] | None = None,
         fail_fast: bool = True,
         keep_data: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -115,6 +120,8 @@ class ProtoRegModule(pl.LightningModule):
         self.batch_size = batch_size if batch_size is not None and batch_size < x.shape[1] else None
         self.seeds = list(seeds) if seeds is not None else list(range(r))
         self.fail_fast = fail_fast
+        #: the objective of a training step: eager, or ``torch.compile``'d (``train.compile``)
+        self._step_objective: Any = _CompiledObjective(self.objective) if compile else self.objective
         self.step_count = 0  #: optimisation steps done
         self.register_buffer("alive", torch.ones(r, dtype=torch.bool))
         self.failures: dict[int, RunFailure] = {}
@@ -213,7 +220,7 @@ class ProtoRegModule(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         x, y = self.minibatch()
         try:
-            total, values, _, _, _ = self.objective(x, y)
+            total, values, _, _, _ = self._step_objective(x, y)
             live_total = torch.where(self.alive, total, torch.zeros_like(total))
             live_total.sum().backward()
         except LossError as exc:  # a plugin that raises mid-training: keep what finished
@@ -373,6 +380,38 @@ class ProtoRegModule(pl.LightningModule):
         state = checkpoint.get("protoreg", {})
         self.step_count = int(state.get("step_count", 0))
         self.failures = {int(r): RunFailure(**f) for r, f in state.get("failures", {}).items()}
+
+
+class CompileWarning(UserWarning):
+    """``train.compile`` was asked for but the step runs eagerly."""
+
+
+class _CompiledObjective:
+    """``torch.compile`` of the objective, compiled at its first call; when compilation is
+    unavailable (no C++ compiler, an unsupported platform) or fails, one :class:`CompileWarning`
+    and the eager objective from then on. An error the eager objective raises too (a faulty
+    plugin) is that error, not a compilation problem."""
+
+    def __init__(self, eager: Any) -> None:
+        self.eager = eager
+        self.compiled: Any = None
+        self.ready = False
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> Any:
+        if self.ready:
+            return (self.compiled or self.eager)(x, y)
+        self.ready = True
+        try:
+            self.compiled = torch.compile(self.eager, dynamic=False)
+            return self.compiled(x, y)
+        except (LossError, ForcedStop):
+            self.compiled = None
+            raise
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly
+            self.compiled = None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"train.compile: torch.compile is unavailable here ({type(exc).__name__}: {first[:200]}); training eagerly", CompileWarning, stacklevel=2)
+            return self.eager(x, y)
 
 
 def _legacy_key(key: str) -> bool:
