@@ -34,6 +34,11 @@ _COST_BLOCK_ELEMENTS = 1 << 22
 #: problem; beyond it, the exact structured methods of :func:`optimal_matching` run.
 DENSE_MAX_ELEMENTS = 1 << 16
 
+#: In d >= 2, up to this many pairs the dense solver runs too: it takes about a second at
+#: M = N = 1,797 (the digits) and never stalls, where the sparse graph's solver can take tens of
+#: seconds on clustered data.
+DENSE_MAX_ELEMENTS_ND = 1 << 22
+
 #: Neighbours per point in the first sparse candidate graph (d >= 2), and the largest tried.
 SPARSE_K0, SPARSE_K_MAX = 8, 128
 
@@ -281,7 +286,9 @@ def _match_nd(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
     return None
 
 
-def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX_ELEMENTS) -> Matching:
+def optimal_matching(
+    p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX_ELEMENTS, dense_max_nd: int = DENSE_MAX_ELEMENTS_ND
+) -> Matching:
     """Optimal one-to-one matching of prototypes p (M, d) to training inputs x (N, d).
 
     Minimizes the summed Euclidean distance ``sum_k ||p[proto_idx[k]] - x[sample_idx[k]]||``
@@ -292,7 +299,8 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
 
     Which solver runs (:attr:`Matching.method`):
 
-    - ``dense``: ``M * N <= dense_max`` (:data:`DENSE_MAX_ELEMENTS`), or a non-finite input:
+    - ``dense``: ``M * N <= dense_max`` (:data:`DENSE_MAX_ELEMENTS`), in d >= 2 also
+      ``M * N <= dense_max_nd`` (:data:`DENSE_MAX_ELEMENTS_ND`), or a non-finite input:
       ``scipy.optimize.linear_sum_assignment`` on the (M, N) cost matrix, O(M N) memory and up to
       O(N^3) time;
     - ``sorted`` (1-D, as many finite prototypes as samples): sorted order is optimal for any
@@ -307,7 +315,7 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
     Shapes: p (M, d), x (N, d) -> :class:`Matching` with proto_idx increasing.
     """
     m, n = p.shape[0], x.shape[0]
-    if m * n <= dense_max or not np.isfinite(x).all():
+    if m * n <= dense_max or (p.shape[1] > 1 and m * n <= dense_max_nd) or not np.isfinite(x).all():
         return Matching(*_dense_matching(p, x), method="dense")
     finite = np.flatnonzero(np.isfinite(p).all(axis=1))
     pf = p[finite]

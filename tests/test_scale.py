@@ -47,7 +47,7 @@ def test_structured_matching_equals_the_dense_solver(dim, methods):
     seen = set()
     for _ in range(60 if dim == 1 else 25):
         p, x = random_case(rng, dim)
-        got = optimal_matching(p, x, dense_max=0)
+        got = optimal_matching(p, x, dense_max=0, dense_max_nd=0)
         seen.add(got.method)
         k = min(len(p), len(x))
         assert got.method in methods
@@ -81,10 +81,10 @@ def test_one_dimensional_partial_matching_is_not_the_first_min_m_n():
 def test_sparse_matching_is_certified_in_64_dimensions():
     rng = np.random.default_rng(3)
     p, x = rng.random((150, 64)), rng.random((120, 64))
-    got = optimal_matching(p, x, dense_max=0)
+    got = optimal_matching(p, x, dense_max=0, dense_max_nd=0)
     assert got.method == "sparse"
     assert got.distances.sum() == pytest.approx(dense_cost(p, x), rel=1e-12)
-    assert optimal_matching(np.tile(p, (2, 1)), np.tile(x, (2, 1))).method == "sparse"  # M N > DENSE_MAX_ELEMENTS
+    assert optimal_matching(np.tile(p, (2, 1)), np.tile(x, (2, 1)), dense_max_nd=0).method == "sparse"  # M N > DENSE_MAX_ELEMENTS
     assert optimal_matching(p, x).method == "dense"
     bad_x = x.copy()
     bad_x[0, 0] = np.nan  # non-finite inputs: the dense solver's conventions
