@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/scale.py [--quick] [--steps S]``. Each case runs in its own
 subprocess, so its peak resident memory (``resource.getrusage`` max RSS) is its own. Cases:
 1-D uniform data with N = 10^3, 10^4, 10^5 and 64-D uniform data with N = 10^3, 10^4 (minibatch
-1,024, coverage loss, float32, CPU); ``--quick`` keeps N <= 10^4 and 20 steps.
+1,024, coverage loss, float32, CPU, subnormals flushed as in ``fit``); ``--quick`` keeps
+N <= 10^4 and 20 steps; ``--case D:N`` (repeatable) runs only the named cases.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from protoreg.evaluate import evaluate
 from protoreg.metrics import optimal_matching
 from protoreg.plugins import Registry
 from protoreg.training import build_group, run_spec
+from protoreg.training.trainer import flush_denormal
 
 n, dim, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 reg = Registry.load()
@@ -31,13 +33,14 @@ group = build_group([run_spec(C.resolved(cfg, reg.losses), reg)], reg)
 build = time.perf_counter() - t0
 module = group.module
 opt = module.configure_optimizers()
-t0 = time.perf_counter()
-for _ in range(steps):
-    module.optimisation_step(opt)
-train = time.perf_counter() - t0
-t0 = time.perf_counter()
-ev = evaluate(module.model, module.x, module.y)
-evaluation = time.perf_counter() - t0
+with flush_denormal():  # as fit trains
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        module.optimisation_step(opt)
+    train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ev = evaluate(module.model, module.x, module.y)
+    evaluation = time.perf_counter() - t0
 x = module.x[0].double().numpy()
 method = optimal_matching(ev.positions[0].numpy(), x).method
 print(json.dumps({"n": n, "dim": dim, "steps": steps, "build_s": build, "step_s": train / steps, "eval_s": evaluation,
@@ -50,11 +53,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N <= 10^4 and 20 steps")
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per case (default 200; 20 with --quick)")
+    ap.add_argument("--case", action="append", default=None, metavar="D:N", help="run only these cases, e.g. --case 1:100000")
     args = ap.parse_args()
     steps = args.steps or (20 if args.quick else 200)
     cases = [(1_000, 1), (10_000, 1), (100_000, 1), (1_000, 64), (10_000, 64)]
     if args.quick:
         cases = [c for c in cases if c[0] <= 10_000]
+    if args.case:
+        cases = [(int(c.split(":")[1]), int(c.split(":")[0])) for c in args.case]
     print(f"{'d':>3} {'N = M':>8} {'s/step':>8} {'eval s':>8} {'peak GB':>8}  matching  recon_error")
     for n, dim in cases:
         res = subprocess.run([sys.executable, "-c", CHILD, str(n), str(dim), str(steps)], capture_output=True, text=True)
