@@ -110,7 +110,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if result.claims:
         print("  claims: " + ", ".join(f"{c.id} {c.verdict}" for c in result.claims))
     if result.failed:
-        print(f"{PROG}: error: {result.failed} run(s) failed (non-finite loss); see the status and reason columns of {result.dir / 'results.csv'}", file=sys.stderr)
+        print(f"{PROG}: error: {result.failed} run(s) failed; see the status and reason columns of {result.dir / 'results.csv'}", file=sys.stderr)
     if result.interrupted:
         print(f"{PROG}: error: interrupted; re-run the same command to resume ({done}/{result.runs} runs finished)", file=sys.stderr)
     return result.exit_code
