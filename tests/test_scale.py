@@ -134,8 +134,10 @@ def test_one_dimensional_collapse_checks_equal_the_pairwise_ones():
         pt = torch.tensor(p)
         x = torch.tensor(rng.random((3, 9, 1)))
         rep = geometry_report(pt, x, wins=torch.ones(3, m, dtype=torch.long))
-        torch.testing.assert_close(rep["min_prototype_gap"], min_prototype_gap(pt), rtol=0, atol=0)
-        torch.testing.assert_close(rep["duplicate_prototypes"], duplicate_prototypes(pt, extent=hull_extent(x)))
+        pairwise = torch.cat([pt, torch.zeros_like(pt)], dim=2)  # the same points in 2-D: the pairwise path
+        torch.testing.assert_close(rep["min_prototype_gap"], min_prototype_gap(pairwise), rtol=0, atol=0)
+        torch.testing.assert_close(rep["duplicate_prototypes"], duplicate_prototypes(pairwise, extent=hull_extent(x)))
+        torch.testing.assert_close(min_prototype_gap(pt), min_prototype_gap(pairwise), rtol=0, atol=0)
     with pytest.raises(ValueError, match="exactly one"):
         geometry_report(pt, x)
 

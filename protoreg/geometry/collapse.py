@@ -1,7 +1,8 @@
 """Collapse diagnostics: prototypes that coincide, and hidden units that never win.
 
 :func:`min_prototype_gap` and :func:`duplicate_prototypes` compare prototypes
-pairwise (exact differences, memory bounded by row blocks);
+pairwise (exact differences, memory bounded by row blocks), in 1-D on sorted
+positions in O(M log M) with the same distances and comparisons;
 :func:`dead_units` counts units that are no sample's strongest responder.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,6 +36,60 @@ def _pairwise_dist_blocks(p: Tensor, block: int = 512) -> Iterator[tuple[int, in
         yield i0, i1, D * scale[:, None, None]
 
 
+def _finite_points(prototypes: Tensor) -> tuple[Tensor, Tensor]:
+    """Checked float64 prototypes with non-finite ones zeroed, and the (R, M) finite mask."""
+    _check_points("prototypes", prototypes)
+    P = prototypes.detach().to(_F64)
+    finite = torch.isfinite(P).all(dim=2)
+    return torch.where(finite[..., None], P, 0.0), finite
+
+
+def _sorted_runs(P: Tensor, finite: Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per run of 1-D prototypes: the finite positions sorted (stable) and their unit indices."""
+    p, ok = P[..., 0].cpu().numpy(), finite.cpu().numpy()
+    out = []
+    for r in range(p.shape[0]):
+        idx = np.flatnonzero(ok[r])
+        order = np.argsort(p[r, idx], kind="stable")
+        out.append((p[r, idx][order], idx[order]))
+    return out
+
+
+def _window(sv: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted ``sv``, the first and last positions within ``thr`` of each position, with the
+    distance computed exactly as ``|sv[a] - sv[t]|`` (rounding is monotone, so the positions
+    within ``thr`` are contiguous); vectorised bisection."""
+    n = sv.size
+    t = np.arange(n)
+    lo, hi = np.zeros(n, dtype=np.int64), t.copy()  # first a with sv[t] - sv[a] <= thr
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        ok = sv[t] - sv[mid] <= thr
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid + 1)
+    first = lo
+    lo, hi = t.copy(), np.full(n, n - 1, dtype=np.int64)  # last b with sv[b] - sv[t] <= thr
+    while (lo < hi).any():
+        mid = (lo + hi + 1) // 2
+        ok = sv[mid] - sv[t] <= thr
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid - 1)
+    return first, lo
+
+
+def _range_min(a: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``min(a[first[t] : last[t] + 1])`` for every t (sparse table, O(n log n))."""
+    levels = [a]
+    while 2 ** len(levels) <= a.size:
+        prev, half = levels[-1], 2 ** (len(levels) - 1)
+        levels.append(np.minimum(prev[:-half], prev[half:]))
+    level = np.floor(np.log2(last - first + 1)).astype(np.int64)
+    out = np.empty(a.size, dtype=a.dtype)
+    for lev in np.unique(level):
+        sel = level == lev
+        table = levels[lev]
+        out[sel] = np.minimum(table[first[sel]], table[last[sel] - 2**lev + 1])
+    return out
+
+
 @torch.no_grad()
 def min_prototype_gap(prototypes: Tensor) -> Tensor:
     """Smallest pairwise distance among the finite prototypes of each run.
@@ -48,14 +104,14 @@ def min_prototype_gap(prototypes: Tensor) -> Tensor:
         ``min_{i < j, p_i, p_j finite} ||p_i - p_j||``; ``+inf`` when a run has
         fewer than two finite prototypes.
     """
-    _check_points("prototypes", prototypes)
     R, M, d = prototypes.shape
-    P = prototypes.detach().to(_F64)
-    finite = torch.isfinite(P).all(dim=2)
-    P = torch.where(finite[..., None], P, 0.0)
+    P, finite = _finite_points(prototypes)
     best = torch.full((R,), math.inf, dtype=_F64, device=P.device)
     if M < 2:
         return best
+    if d == 1:  # adjacent sorted positions
+        gaps = [float(np.diff(sv).min()) if sv.size >= 2 else math.inf for sv, _ in _sorted_runs(P, finite)]
+        return torch.tensor(gaps, dtype=_F64, device=P.device)
     idx = torch.arange(M, device=P.device)
     for i0, i1, D in _pairwise_dist_blocks(P):
         valid = finite[:, i0:i1, None] & finite[:, None, :] & (idx[i0:i1, None] != idx[None, :])
@@ -90,11 +146,8 @@ def duplicate_prototypes(
         Count of such ``j``.  Non-finite prototypes are never counted and never
         serve as the earlier prototype.
     """
-    _check_points("prototypes", prototypes)
     R, M, d = prototypes.shape
-    P = prototypes.detach().to(_F64)
-    finite = torch.isfinite(P).all(dim=2)
-    P = torch.where(finite[..., None], P, 0.0)
+    P, finite = _finite_points(prototypes)
     if M < 2:
         return torch.zeros(R, dtype=torch.long, device=P.device)
     if extent is None:
@@ -108,6 +161,15 @@ def duplicate_prototypes(
             raise ValueError(f"extent must have shape {(R,)}, got {tuple(extent.shape)}")
         extent = extent.detach().to(device=P.device, dtype=_F64)
     thr = rel_tol * extent
+    if d == 1:  # a duplicate has an earlier unit within thr: a window of the sorted positions
+        dups = []
+        for (sv, si), t in zip(_sorted_runs(P, finite), thr.tolist()):
+            if sv.size < 2:
+                dups.append(0)
+                continue
+            first, last = _window(sv, t)
+            dups.append(int((_range_min(si, first, last) < si).sum()))
+        return torch.tensor(dups, dtype=torch.long, device=P.device)
     dup = torch.zeros(R, M, dtype=torch.bool, device=P.device)
     idx = torch.arange(M, device=P.device)
     for i0, i1, D in _pairwise_dist_blocks(P):

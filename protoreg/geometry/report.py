@@ -4,69 +4,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ._common import _F64, _check_pair
 from .collapse import dead_units, duplicate_prototypes, min_prototype_gap
 from .hull import HullWarmStart, hull_distance, hull_extent, outside_hull
-
-
-def _window(sv: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
-    """For sorted ``sv``, the first and last positions within ``thr`` of each position, with the
-    distance computed exactly as ``|sv[a] - sv[t]|`` (rounding is monotone, so the positions
-    within ``thr`` are contiguous); vectorised bisection."""
-    n = sv.size
-    t = np.arange(n)
-    lo, hi = np.zeros(n, dtype=np.int64), t.copy()  # first a with sv[t] - sv[a] <= thr
-    while (lo < hi).any():
-        mid = (lo + hi) // 2
-        ok = sv[t] - sv[mid] <= thr
-        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid + 1)
-    first = lo
-    lo, hi = t.copy(), np.full(n, n - 1, dtype=np.int64)  # last b with sv[b] - sv[t] <= thr
-    while (lo < hi).any():
-        mid = (lo + hi + 1) // 2
-        ok = sv[mid] - sv[t] <= thr
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid - 1)
-    return first, lo
-
-
-def _range_min(a: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """``min(a[first[t] : last[t] + 1])`` for every t (sparse table, O(n log n))."""
-    levels = [a]
-    while 2 ** len(levels) <= a.size:
-        prev, half = levels[-1], 2 ** (len(levels) - 1)
-        levels.append(np.minimum(prev[:-half], prev[half:]))
-    level = np.floor(np.log2(last - first + 1)).astype(np.int64)
-    out = np.empty(a.size, dtype=a.dtype)
-    for lev in np.unique(level):
-        sel = level == lev
-        table = levels[lev]
-        out[sel] = np.minimum(table[first[sel]], table[last[sel] - 2**lev + 1])
-    return out
-
-
-def _collapse_1d(prototypes: Tensor, rel_tol: float, extent: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`min_prototype_gap` and :func:`duplicate_prototypes` (with ``extent``) of 1-D
-    prototypes (R, M, 1) in O(M log M) per run from sorted positions, instead of all M^2 pairs;
-    the same distances ``|p_i - p_j|`` and comparisons, so the same results."""
-    p = prototypes.detach().to(_F64).cpu().numpy()[..., 0]
-    thr = (rel_tol * extent.detach().to(_F64).cpu()).numpy()
-    gaps, dups = [], []
-    for r in range(p.shape[0]):
-        idx = np.flatnonzero(np.isfinite(p[r]))
-        order = np.argsort(p[r, idx], kind="stable")
-        sv, si = p[r, idx][order], idx[order]
-        gaps.append(float(np.diff(sv).min()) if sv.size >= 2 else math.inf)
-        if sv.size < 2:
-            dups.append(0)
-            continue
-        first, last = _window(sv, float(thr[r]))
-        dups.append(int((_range_min(si, first, last) < si).sum()))
-    dev = prototypes.device
-    return torch.tensor(gaps, dtype=_F64, device=dev), torch.tensor(dups, dtype=torch.long, device=dev)
 
 
 @torch.no_grad()
@@ -146,10 +89,7 @@ def geometry_report(
         frac = torch.zeros(R, dtype=_F64, device=dist.device)
         mean_d = torch.full((R,), math.nan, dtype=_F64, device=dist.device)
         max_d = mean_d.clone()
-    if d == 1:
-        gap, dup = _collapse_1d(prototypes, rel_tol, ext)
-    else:
-        gap, dup = min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=rel_tol, extent=ext)
+    gap, dup = min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=rel_tol, extent=ext)
     dead = dead_units(hidden) if hidden is not None else (wins == 0).sum(dim=1)
     return {
         "outside_hull_frac": frac,
