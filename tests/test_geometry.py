@@ -498,6 +498,71 @@ def test_warm_start_with_wrong_hints_is_still_certified() -> None:
     assert torch.all((hull_distance(P, X, warm=warm) - hull_distance(P, X)).abs() <= 2e-6 * ext)
 
 
+def test_warm_start_tries_old_corrals_only_for_prototypes_that_were_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prototype that was outside cannot be held by its corral: only the inside ones get the
+    one-solve shortcut, and the inside flags survive a checkpoint round trip (an old state
+    without them tries every prototype, as before)."""
+    import protoreg.geometry.hull as hull_mod
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((40, 3))
+    inner = x[:10] * 0.3  # well inside
+    outer = x[:10] * 4.0 + 10.0  # far outside
+    X, P = t64(x)[None], t64(np.concatenate([inner, outer]))[None]
+    warm = HullWarmStart()
+    hull_distance(P, X, warm=warm)
+    assert warm._inside is not None and warm._inside[0, :10].all() and not warm._inside[0, 10:].any()
+    seen: list[int] = []
+    real = hull_mod._corral_upper_bound
+
+    def spy(pq, xn, run, h):  # type: ignore[no-untyped-def]
+        seen.append(pq.shape[0])
+        return real(pq, xn, run, h)
+
+    monkeypatch.setattr(hull_mod, "_corral_upper_bound", spy)
+    ext = float(hull_extent(X)[0])
+    assert torch.all((hull_distance(P, X, warm=warm) - hull_distance(P, X)).abs() <= 2e-6 * ext)
+    assert seen == [10]
+    state = warm.state_dict()
+    again = HullWarmStart()
+    again.load_state_dict(state)
+    assert again._inside is not None and torch.equal(again._inside, warm._inside)
+    seen.clear()
+    legacy = HullWarmStart()
+    legacy.load_state_dict({k: v for k, v in state.items() if k != "inside"})
+    hull_distance(P, X, warm=legacy)
+    assert seen == [20]
+
+
+def test_corral_upper_bound_matches_the_pseudo_inverse() -> None:
+    """The least-squares driver of the hinted-corral bound gives the pseudo-inverse's minimum-norm
+    weights, also for corrals with unused slots and affinely dependent points."""
+    from protoreg.geometry.linalg import _corral_upper_bound
+
+    rng = np.random.default_rng(5)
+    xn = torch.as_tensor(rng.standard_normal((1, 30, 6)))
+    hint = torch.as_tensor(rng.integers(0, 30, size=(50, 7)))
+    hint[10:20, 4:] = -1  # unused slots
+    hint[20:30, 3] = hint[20:30, 1]  # a repeated (dependent) point
+    run = torch.zeros(50, dtype=torch.long)
+    # queries on the corrals' hulls (held) and off them
+    w = torch.as_tensor(rng.dirichlet(np.ones(7), size=50)) * (hint >= 0)
+    w = w / w.sum(1, keepdim=True)
+    on = torch.bmm(w[:, None], xn[0][hint.clamp(min=0)]).squeeze(1)
+    p = torch.cat([on[:25], on[25:] + 0.1 * torch.as_tensor(rng.standard_normal((25, 6)))])
+    ub = _corral_upper_bound(p, xn, run, hint)
+    # the same bound from the pseudo-inverse
+    valid = hint >= 0
+    xs = xn[0][hint.clamp(min=0)]
+    edges = (xs[:, 1:] - xs[:, :1]) * valid[:, 1:, None]
+    c = torch.bmm(torch.linalg.pinv(edges.transpose(1, 2)), (p - xs[:, 0])[:, :, None]).squeeze(2) * valid[:, 1:]
+    lam = torch.where(valid, torch.cat((1 - c.sum(1, keepdim=True), c), 1).clamp(min=0), 0.0)
+    lam = lam / lam.sum(1, keepdim=True)
+    ref = (torch.bmm(lam[:, None], xs).squeeze(1) - p).norm(dim=1)
+    assert torch.allclose(ub, ref, rtol=1e-9, atol=1e-12)
+    assert bool((ub[:25] <= 1e-9).all()) and bool((ub[25:] > 1e-3).any())
+
+
 # --------------------------------------------------------------------------
 # collapse diagnostics against numpy brute force
 # --------------------------------------------------------------------------

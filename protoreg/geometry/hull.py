@@ -60,17 +60,20 @@ class HullWarmStart:
 
     Pass the same instance to successive :func:`hull_distance` calls (as the geometry callback
     does between checks): each call remembers every prototype's final corral (the inputs whose
-    convex combination is nearest to it), and the next call first tries that corral again. A
-    prototype still inside the hull of its old corral (within the tolerance) is answered by one
-    small least-squares solve instead of the active-set iteration; all others are solved as
-    usual. Results are certified exactly as without the cache (the bound comes from an actual
-    convex combination of inputs); only the last bits of distances at or below the tolerance
-    can differ. The cache resets itself when the shapes change.
+    convex combination is nearest to it) and whether it was within the tolerance of the hull.
+    The next call first tries the old corral of every prototype that was inside: one still
+    inside the hull of its old corral (within the tolerance) is answered by one small
+    least-squares solve instead of the active-set iteration. All others (prototypes that were
+    outside cannot be held by a corral) start the iteration from their old corral. Results are
+    certified exactly as without the cache (the bound comes from an actual convex combination of
+    inputs); only the last bits of distances at or below the tolerance can differ. The cache
+    resets itself when the shapes change.
     """
 
     def __init__(self) -> None:
         self._key: tuple[int, int, int, int] | None = None
         self._corral: Tensor | None = None
+        self._inside: Tensor | None = None
 
     def hint(self, R: int, M: int, N: int, kcap: int, device: torch.device) -> Tensor | None:
         """The stored corrals, (R, M, kcap) on ``device``, or ``None`` when the shapes differ."""
@@ -78,30 +81,51 @@ class HullWarmStart:
             return None
         return self._corral.to(device)
 
-    def store(self, R: int, M: int, N: int, kcap: int, flat: Tensor, corral: Tensor) -> None:
-        """Remember ``corral[i]`` (input indices, ``-1`` unused) for flat query ``flat[i]``."""
+    def inside(self, R: int, M: int, device: torch.device) -> Tensor | None:
+        """Which prototypes were within the tolerance at the last call, (R, M) bool on
+        ``device``; ``None`` when unknown (then every hinted prototype is tried)."""
+        if self._inside is None or self._corral is None or tuple(self._inside.shape) != (R, M):
+            return None
+        return self._inside.to(device)
+
+    def store(
+        self, R: int, M: int, N: int, kcap: int, flat: Tensor, corral: Tensor, inside: Tensor | None = None
+    ) -> None:
+        """Remember ``corral[i]`` (input indices, ``-1`` unused) for flat query ``flat[i]``,
+        and ``inside[i]`` (within the tolerance) when given."""
         full = torch.full((R * M, kcap), -1, dtype=torch.long, device=corral.device)
         # used slots first (the hint check takes slot 0 as its origin)
         order = (corral < 0).to(torch.int8).argsort(dim=1, stable=True)
         full[flat] = corral.gather(1, order)
         self._key, self._corral = (R, M, N, kcap), full.view(R, M, kcap)
+        if inside is None:
+            self._inside = None
+        else:
+            ins = torch.zeros(R * M, dtype=torch.bool, device=corral.device)
+            ins[flat] = inside
+            self._inside = ins.view(R, M)
 
     def clear(self) -> None:
         """Forget everything (the next call starts cold)."""
-        self._key, self._corral = None, None
+        self._key, self._corral, self._inside = None, None, None
 
     def state_dict(self) -> dict[str, object]:
-        """Plain, checkpoint-safe state (a list and a tensor)."""
+        """Plain, checkpoint-safe state (a list and tensors)."""
         if self._key is None or self._corral is None:
             return {}
-        return {"key": list(self._key), "corral": self._corral.detach().cpu()}
+        state: dict[str, object] = {"key": list(self._key), "corral": self._corral.detach().cpu()}
+        if self._inside is not None:
+            state["inside"] = self._inside.detach().cpu()
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Restore :meth:`state_dict` output; anything malformed clears the cache."""
-        key, corral = state.get("key"), state.get("corral")
+        key, corral, inside = state.get("key"), state.get("corral"), state.get("inside")
         if isinstance(key, (list, tuple)) and len(key) == 4 and isinstance(corral, Tensor):
             self._key = (int(key[0]), int(key[1]), int(key[2]), int(key[3]))
             self._corral = corral.to(torch.long)
+            ok = isinstance(inside, Tensor) and tuple(inside.shape) == tuple(corral.shape[:2])
+            self._inside = inside.to(torch.bool) if ok else None  # type: ignore[union-attr]
         else:
             self.clear()
 
@@ -255,12 +279,19 @@ def _solve_queries(
     todo = torch.arange(flat.numel(), device=device)
     hint = warm.hint(R, M, N, kcap, device) if warm is not None else None
     h = None
+    stop = tol if threshold is None else max(tol, threshold)
     if hint is not None and corral is not None:
         h = hint.reshape(R * M, kcap)[flat]
-        stop = tol if threshold is None else max(tol, threshold)
-        ub_h = _corral_upper_bound(pq, xn, run, h)
-        held = ub_h <= stop
-        u[held], l[held] = ub_h[held], 0.0
+        # only a prototype that was inside can still be held by its corral
+        was_in = warm.inside(R, M, device) if warm is not None else None
+        tried = (h[:, 0] >= 0) if was_in is None else (h[:, 0] >= 0) & was_in.flatten()[flat]
+        tried = tried.nonzero().squeeze(1)
+        held = torch.zeros(flat.numel(), dtype=torch.bool, device=device)
+        if tried.numel():
+            ub_h = _corral_upper_bound(pq[tried], xn, run[tried], h[tried])
+            ok = ub_h <= stop
+            held[tried[ok]] = True
+            u[tried[ok]], l[tried[ok]] = ub_h[ok], 0.0
         corral[held] = h[held]
         todo = (~held).nonzero().squeeze(1)
     solve = partial(
@@ -277,7 +308,7 @@ def _solve_queries(
         iters_cold, unresolved = solve(todo[~done], None)
         iters = max(iters, iters_cold)
     if warm is not None and corral is not None:
-        warm.store(R, M, N, kcap, flat, corral)
+        warm.store(R, M, N, kcap, flat, corral, inside=u <= stop)
     logger.debug(
         "hull distance: %d queries, N=%d, d=%d, %d iterations, %d unresolved",
         flat.numel(), N, d, iters, unresolved,

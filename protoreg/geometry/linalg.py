@@ -156,7 +156,7 @@ def _corral_upper_bound(p: Tensor, xn: Tensor, run: Tensor, hint: Tensor) -> Ten
     """Distance from each query to the best convex combination of its hinted inputs.
 
     For query ``a`` with hinted input indices ``hint[a]`` (``-1`` unused, used ones first) the
-    affine least-squares weights are computed (pseudo-inverse, any device), clipped to be
+    affine least-squares weights are computed (minimum-norm least squares), clipped to be
     non-negative and renormalised, so the point ``q`` is a convex combination of inputs and
     ``||q - p||`` is a valid upper bound on the hull distance whatever the hint. ``inf`` where a
     query has no hint.
@@ -168,7 +168,14 @@ def _corral_upper_bound(p: Tensor, xn: Tensor, run: Tensor, hint: Tensor) -> Ten
     x0 = xs[:, 0]
     edges = (xs[:, 1:] - x0[:, None, :]) * valid[:, 1:, None]  # (Q, K-1, d), zero rows unused
     if edges.shape[1] > 0:
-        c = torch.bmm(torch.linalg.pinv(edges.transpose(1, 2)), (p - x0)[:, :, None]).squeeze(2)
+        E, rhs = edges.transpose(1, 2), (p - x0)[:, :, None]
+        if E.device.type == "cpu":
+            # the SVD-based minimum-norm driver: the pseudo-inverse's solution without forming the
+            # pseudo-inverse (about 1.5x faster for 64-D corrals). Not "gelsy": batched, it mixes
+            # up the column pivots of exactly dependent columns and returns wrong solutions.
+            c = torch.linalg.lstsq(E, rhs, driver="gelsd").solution.squeeze(2)
+        else:  # other devices offer only the full-rank driver
+            c = torch.bmm(torch.linalg.pinv(E), rhs).squeeze(2)
         c = c * valid[:, 1:]
         lam = torch.cat((1.0 - c.sum(1, keepdim=True), c), dim=1)
     else:
