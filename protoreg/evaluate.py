@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from . import geometry
+from .banded import model_uses_banded, stream_banded
 from .metrics import fit_mse, recon_error
 from .model import GaussianMLP
 
@@ -91,8 +92,17 @@ def stream_responses(model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, chunk
     With one chunk this is exactly ``fit_mse(pred, y)`` and the argmax counts of ``model(x)``;
     with several, the squared errors are summed per chunk in float64 (equal to float rounding)
     and the counts are identical.
+
+    In 1-D with more than :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels (``R N M``) only
+    the units near each sample are computed (:func:`protoreg.banded.stream_banded`, chunks of
+    ``chunk`` samples or bounded by :data:`protoreg.banded.BANDED_EVAL_ELEMENTS`): the same
+    counts, ``fit_mse`` to float rounding.
     """
     r, n, _ = x.shape
+    if model_uses_banded(model, x):
+        banded = stream_banded(model, x, y, chunk)
+        if banded is not None:
+            return banded
     chunk = chunk or eval_chunk(r, n, model.width)
     wins = torch.zeros(r, model.width, dtype=torch.long, device=x.device)
     if chunk >= n:

@@ -2,7 +2,9 @@
 
 Training holds, per optimisation step, a few tensors of R x B x M elements (B the minibatch,
 ``train.batch_size``, or N for full batch): the hidden responses, the loss kernels and their
-gradients. Evaluation streams over chunks of samples (:func:`protoreg.evaluate.eval_chunk`) and
+gradients; in 1-D above :data:`protoreg.banded.BANDED_MIN_ELEMENTS` (the banded kernels) only
+R x B x band tensors, unless a loss reads ``ctx.hidden`` (any loss but
+:data:`HIDDEN_FREE_LOSSES` is assumed to). Evaluation streams over chunks of samples (:func:`protoreg.evaluate.eval_chunk`) and
 the exact matching works in bounded blocks, so neither grows with N x M. :func:`check_memory`
 compares the estimate with the memory available (``/proc/meminfo`` ``MemAvailable`` on Linux,
 ``os.sysconf`` elsewhere, the free memory of the GPU for CUDA training) and refuses with a
@@ -20,6 +22,7 @@ from typing import Iterable
 
 import torch
 
+from . import banded
 from .errors import ConfigError
 from .evaluate import EVAL_CHUNK_ELEMENTS
 
@@ -38,6 +41,14 @@ EVAL_TENSORS = 4
 MATCHING_BLOCK_BYTES = 8 * 8 * (1 << 22)
 #: Losses whose memory grows with M x M.
 PAIRWISE_LOSSES = ("separation",)
+#: Built-in losses that never read ``ctx.hidden``: with only these, a banded step (d = 1, see
+#: :mod:`protoreg.banded`) never builds an R x B x M tensor.
+HIDDEN_FREE_LOSSES = ("coverage", "separation")
+#: Band width (units per sample, the wide units included) assumed for a banded step: a uniform
+#: layer needs a few dozen (float32) to about a hundred (float64).
+BAND_UNITS = 512
+#: Bytes per unit and run of a banded step (sorted prototypes, radii, index arrays, gradients).
+BAND_UNIT_BYTES = 256
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -55,18 +66,52 @@ class Estimate:
         return self.fixed + max(self.step, self.evaluation)
 
 
+def _dtype(itemsize: int) -> torch.dtype | None:
+    return {4: torch.float32, 8: torch.float64}.get(itemsize)
+
+
+def banded_step(*, width: int, dim: int, runs: int = 1, batch: int, itemsize: int = 4, losses: Iterable[str] = ()) -> bool:
+    """Whether a training step of ``runs`` runs on ``batch`` samples of ``dim`` inputs with
+    ``width`` units runs the banded 1-D kernels (:func:`protoreg.banded.use_banded`) without an
+    R x B x M tensor: every active loss is one of :data:`HIDDEN_FREE_LOSSES`."""
+    dtype = _dtype(itemsize)
+    if dtype is None or not all(name in HIDDEN_FREE_LOSSES for name in losses):
+        return False
+    return banded.use_banded(runs, batch, width, dim, dtype, torch.device("cpu"))
+
+
 def estimate(
-    *, n: int, width: int, dim: int, out: int, runs: int = 1, batch_size: int | None = None, itemsize: int = 4, losses: Iterable[str] = ()
+    *,
+    n: int,
+    width: int,
+    dim: int,
+    out: int,
+    runs: int = 1,
+    batch_size: int | None = None,
+    itemsize: int = 4,
+    losses: Iterable[str] = (),
+    banded_training: bool = False,
 ) -> Estimate:
     """Peak bytes of a group of ``runs`` runs with N = ``n`` samples of ``dim`` inputs and ``out``
     targets, M = ``width`` units, minibatch ``batch_size`` (None: full batch), ``itemsize``
-    bytes per element (4: float32), active ``losses``."""
+    bytes per element (4: float32), active ``losses``. ``banded_training``: the step runs the
+    banded kernels (:func:`banded_step`; R x B x :data:`BAND_UNITS` instead of R x B x M
+    tensors). Evaluation is banded wherever :func:`protoreg.banded.use_banded` says so."""
     b = min(batch_size or n, n)
-    step = STEP_TENSORS * runs * b * width * itemsize
+    dtype = _dtype(itemsize)
+    if banded_training:
+        # R x B x band tensors (long indices included) and the O(R M) sorting
+        step = STEP_TENSORS * runs * b * BAND_UNITS * 8 + BAND_UNIT_BYTES * runs * width
+    else:
+        step = STEP_TENSORS * runs * b * width * itemsize
     if any(name in PAIRWISE_LOSSES for name in losses):
         step += PAIR_TENSORS * runs * width * width * itemsize
-    chunk = min(n, max(1, EVAL_CHUNK_ELEMENTS // max(1, runs * width)))
-    evaluation = EVAL_TENSORS * runs * chunk * width * itemsize + MATCHING_BLOCK_BYTES + 16 * 8 * (n + width)
+    if dtype is not None and banded.use_banded(runs, n, width, dim, dtype, torch.device("cpu")):
+        kernels = EVAL_TENSORS * banded.BANDED_EVAL_ELEMENTS * 8 + BAND_UNIT_BYTES * runs * width
+    else:
+        chunk = min(n, max(1, EVAL_CHUNK_ELEMENTS // max(1, runs * width)))
+        kernels = EVAL_TENSORS * runs * chunk * width * itemsize
+    evaluation = kernels + MATCHING_BLOCK_BYTES + 16 * 8 * (n + width)
     fixed = runs * (3 * n * (dim + out) + 4 * width * (dim + out + 2)) * itemsize
     return Estimate(step, evaluation, fixed)
 
@@ -113,10 +158,13 @@ def _gb(n: int) -> str:
 def check_memory(
     *, n: int, width: int, dim: int, out: int, runs: int = 1, batch_size: int | None = None, itemsize: int = 4, losses: Iterable[str] = (), accelerator: str = "auto"
 ) -> Estimate:
-    """The :func:`estimate`, or a :class:`ConfigError` naming ``train.batch_size`` when it
-    exceeds :func:`available_bytes` (tensors on the training device, matching on the host)."""
+    """The :func:`estimate` (a banded step where :func:`banded_step` says so), or a
+    :class:`ConfigError` naming ``train.batch_size`` when it exceeds :func:`available_bytes`
+    (tensors on the training device, matching on the host)."""
     losses = list(losses)
-    est = estimate(n=n, width=width, dim=dim, out=out, runs=runs, batch_size=batch_size, itemsize=itemsize, losses=losses)
+    b = min(batch_size or n, n)
+    band = banded_step(width=width, dim=dim, runs=runs, batch=b, itemsize=itemsize, losses=losses)
+    est = estimate(n=n, width=width, dim=dim, out=out, runs=runs, batch_size=batch_size, itemsize=itemsize, losses=losses, banded_training=band)
     device = training_device(accelerator)
     needs = [(device, est.peak)] if device == "cpu" else [(device, est.fixed + max(est.step, est.evaluation - MATCHING_BLOCK_BYTES)), ("cpu", MATCHING_BLOCK_BYTES)]
     for where, need in needs:

@@ -19,12 +19,13 @@ import signal
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
 
 from ..api import LossContext
+from ..banded import LazyHiddenContext, banded_forward, model_uses_banded
 from ..errors import LossError
 from ..metrics import fit_mse
 from ..model import GaussianMLP, sample_spacing
@@ -121,7 +122,7 @@ class ProtoRegModule(pl.LightningModule):
         self.seeds = list(seeds) if seeds is not None else list(range(r))
         self.fail_fast = fail_fast
         #: the objective of a training step: eager, or ``torch.compile``'d (``train.compile``)
-        self._step_objective: Any = _CompiledObjective(self.objective) if compile else self.objective
+        self._step_objective: Any = _CompiledObjective(self.objective, eager_reason=self._eager_reason) if compile else self.objective
         self.step_count = 0  #: optimisation steps done
         self.register_buffer("alive", torch.ones(r, dtype=torch.bool))
         self.failures: dict[int, RunFailure] = {}
@@ -176,18 +177,38 @@ class ProtoRegModule(pl.LightningModule):
         return _Chunks(math.ceil(self.steps / self.chunk) - self.step_count // self.chunk)
 
     # ------------------------------------------------------------ objective
+    def _eager_reason(self, x: torch.Tensor) -> str | None:
+        """Why ``train.compile`` runs the step eagerly for samples like ``x``, or None."""
+        if model_uses_banded(self.model, x):
+            return "the banded 1-D kernels have data-dependent shapes and run eagerly"
+        return None
+
     def objective(
         self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-run values: ``(total (R,), {"fit": (R,), name: (R,)}, hidden, pred, prototypes)``."""
-        hidden, pred = self.model(x)
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Per-run values: ``(total (R,), {"fit": (R,), name: (R,)}, hidden, pred, prototypes)``.
+
+        In 1-D above :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels per step the forward pass
+        is banded (:func:`protoreg.banded.banded_forward`) and ``hidden`` is None: the losses get a
+        :class:`~protoreg.banded.LazyHiddenContext` that computes the dense ``ctx.hidden`` only
+        when one reads it."""
+        res = banded_forward(self.model, x) if model_uses_banded(self.model, x) else None
+        hidden: torch.Tensor | None
+        if res is None:
+            hidden, pred = self.model(x)
+        else:
+            hidden, pred = None, res.pred
         values = {"fit": fit_mse(pred, y)}
         total = values["fit"]
         protos = self.model.prototypes()
         if len(self.loss_terms):
+            x_model = x
             if x is self.x:  # full batch: the plugins get copies, so the training data cannot change
                 x, y = x.clone(), y.clone()
-            ctx = LossContext(x=x, y=y, hidden=hidden, pred=pred, prototypes=protos, spacing=self.spacing.clone(), model=self.model)
+            if hidden is None:
+                ctx: LossContext = LazyHiddenContext(x=x, y=y, hidden=lambda: self.model.hidden(x_model), pred=pred, prototypes=protos, spacing=self.spacing.clone(), model=self.model)
+            else:
+                ctx = LossContext(x=x, y=y, hidden=hidden, pred=pred, prototypes=protos, spacing=self.spacing.clone(), model=self.model)
             for i, (name, val) in enumerate(self.loss_terms(ctx).items()):
                 values[name] = val
                 total = total + self.loss_terms.weights[i] * val
@@ -390,10 +411,12 @@ class _CompiledObjective:
     """``torch.compile`` of the objective, compiled at its first call; when compilation is
     unavailable (no C++ compiler, an unsupported platform) or fails, one :class:`CompileWarning`
     and the eager objective from then on. An error the eager objective raises too (a faulty
-    plugin) is that error, not a compilation problem."""
+    plugin) is that error, not a compilation problem. ``eager_reason(x)``, when given, names a
+    step that must run eagerly (the banded 1-D kernels): one warning with it, nothing compiled."""
 
-    def __init__(self, eager: Any) -> None:
+    def __init__(self, eager: Any, eager_reason: Callable[[torch.Tensor], str | None] | None = None) -> None:
         self.eager = eager
+        self.eager_reason = eager_reason
         self.compiled: Any = None
         self.ready = False
 
@@ -401,6 +424,10 @@ class _CompiledObjective:
         if self.ready:
             return (self.compiled or self.eager)(x, y)
         self.ready = True
+        reason = self.eager_reason(x) if self.eager_reason is not None else None
+        if reason is not None:  # a step torch.compile cannot trace well: one warning, eager
+            warnings.warn(f"train.compile: {reason}; training eagerly", CompileWarning, stacklevel=2)
+            return self.eager(x, y)
         try:
             self.compiled = torch.compile(self.eager, dynamic=False)
             return self.compiled(x, y)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..api import LossContext, StructuralLoss
+from ..banded import hidden_version
 from ..errors import LossError
 from ..plugins import describe_failure
 
@@ -156,7 +157,7 @@ class LossTerms(nn.Module):
         return (
             ctx.x._version,
             ctx.y._version,
-            ctx.hidden._version,
+            hidden_version(ctx),  # a lazy ctx.hidden (banded path) is not computed for this
             ctx.pred._version,
             ctx.prototypes._version,
             ctx.spacing._version,
