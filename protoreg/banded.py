@@ -22,9 +22,11 @@ The radius of an affine unit ``exp(-(w x + b)^2)`` is ``sqrt(F) / |w|``, of a ra
 bounds the float rounding of the kernel's argument with a wide safety factor (a wider band costs
 little; a too narrow one would drop non-zero kernels).
 
-Used automatically (:func:`use_banded`) when d = 1 and the dense per-step tensor ``R x B x M``
+Used automatically (:func:`use_banded`) when d = 1 and one run's dense per-step tensor ``B x M``
 has more than :data:`BANDED_MIN_ELEMENTS` elements, for float32 and float64; below it the dense
-code runs unchanged. Training (:func:`banded_forward` for ``pred``; the built-in ``coverage`` loss
+code runs unchanged. Training computes every run of a group on its own (:func:`banded_pred`,
+:func:`banded_coverage`): the band of a run depends on that run only, so a run trained in a group
+equals the run trained alone, bit for bit, as on the dense path. Training (:func:`banded_forward` for ``pred``; the built-in ``coverage`` loss
 through :func:`banded_log_mean_exp`) and evaluation (:func:`stream_banded`: ``fit_mse`` and each
 sample's strongest unit) use it. Plugins still see ``ctx.hidden`` as the dense ``(R, B, M)``
 tensor: :class:`LazyHiddenContext` computes it at the first read only.
@@ -34,15 +36,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from .api import LossContext
+from .model import GaussianMLP, pairwise_sq_dists
 from .numerics import EXP_NORMAL_MIN, exp_flushed, logsumexp_flushed
 
-#: The banded path runs in 1-D when the dense per-step tensor R x B x M has more elements.
+#: The banded path runs in 1-D when one run's dense per-step tensor B x M has more elements.
 BANDED_MIN_ELEMENTS = 1 << 22
 #: Relative widening of every radius (float rounding is ~1e-7 relative in float32).
 REL_MARGIN = 4e-3
@@ -70,9 +73,10 @@ def kernel_floor(dtype: torch.dtype, device: torch.device) -> float | None:
 
 
 def use_banded(runs: int, samples: int, width: int, dim: int, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether R = ``runs`` x B = ``samples`` x M = ``width`` kernels in ``dim`` inputs take the
-    banded path: d = 1, float32 or float64, ``R B M >`` :data:`BANDED_MIN_ELEMENTS`."""
-    return dim == 1 and runs * samples * width > BANDED_MIN_ELEMENTS and kernel_floor(dtype, device) is not None
+    """Whether ``runs`` runs of B = ``samples`` x M = ``width`` kernels in ``dim`` inputs take the
+    banded path: d = 1, float32 or float64, ``B M >`` :data:`BANDED_MIN_ELEMENTS`. The rule is
+    per run (``runs`` does not enter it), so a run takes the same path alone and in a group."""
+    return dim == 1 and samples * width > BANDED_MIN_ELEMENTS and kernel_floor(dtype, device) is not None
 
 
 def model_uses_banded(model: torch.nn.Module, x: torch.Tensor) -> bool:
@@ -326,6 +330,42 @@ def stream_banded(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chun
     return (sq / (n * y.shape[2])).to(y.dtype), wins
 
 
+class _RunView:
+    """Run ``r`` of a :class:`~protoreg.model.GaussianMLP` as a model of one run: the same
+    attribute names, each parameter sliced (differentiably) to ``[r : r + 1]``."""
+
+    def __init__(self, model: torch.nn.Module, r: int) -> None:
+        self.parameterization = model.parameterization
+        self.width = model.width
+        self._params = {name: p[r : r + 1] for name, p in model.named_parameters()}
+        for name, t in self._params.items():
+            setattr(self, name, t)
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        return iter(self._params.items())
+
+
+def _dense_run_pred(view: _RunView, x: torch.Tensor) -> torch.Tensor:
+    """``pred`` of one run by the dense code (:meth:`GaussianMLP.hidden` and the output layer)."""
+    h = GaussianMLP.hidden(view, x)  # type: ignore[arg-type]
+    return torch.baddbmm(view.c.unsqueeze(1), h, view.v)  # type: ignore[attr-defined]
+
+
+def banded_pred(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The network output ``pred`` (R, B, k) of every run at ``x`` (R, B, 1), banded.
+
+    Each run is computed on its own (its band, its padding, its sums), so its values and
+    gradients are those it has alone; a run whose band cannot be used (a non-finite parameter or
+    input, a band of more than :data:`DENSE_FRACTION` of the units) is computed densely.
+    """
+    preds = []
+    for r in range(x.shape[0]):
+        view, xr = _RunView(model, r), x[r : r + 1]
+        res = banded_forward(view, xr)  # type: ignore[arg-type]
+        preds.append(res.pred if res is not None else _dense_run_pred(view, xr))
+    return preds[0] if len(preds) == 1 else torch.cat(preds, dim=0)
+
+
 # ------------------------------------------------------------------------- coverage
 def coverage_uses_banded(x: torch.Tensor, prototypes: torch.Tensor) -> bool:
     """Whether the coverage of ``x`` (R, B, d) against ``prototypes`` (R, M, d) takes the banded
@@ -370,6 +410,21 @@ def banded_log_mean_exp(x: torch.Tensor, prototypes: torch.Tensor, t: torch.Tens
     v = -d2 / t.reshape(-1, 1, 1)
     v = torch.where(mask, v, torch.full_like(v, -math.inf))
     return logsumexp_flushed(v, -1) - math.log(m)
+
+
+def banded_coverage(x: torch.Tensor, prototypes: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``logsumexp_j(-(x_i - p_j)^2 / t) - log M`` per sample, ``(R, B, 1)``, every run on its
+    own (:func:`banded_log_mean_exp`; the dense operations for a run with a non-finite input),
+    so a run's value and gradients do not depend on the other runs of its group."""
+    parts = []
+    m = prototypes.shape[1]
+    for r in range(x.shape[0]):
+        xr, pr, tr = x[r : r + 1], prototypes[r : r + 1], t[r : r + 1]
+        lme = banded_log_mean_exp(xr, pr, tr)
+        if lme is None:
+            lme = logsumexp_flushed(-pairwise_sq_dists(xr, pr) / tr, -1) - math.log(m)
+        parts.append(lme)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
 # ------------------------------------------------------------------ the lazy context

@@ -93,7 +93,7 @@ def stream_responses(model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, chunk
     with several, the squared errors are summed per chunk in float64 (equal to float rounding)
     and the counts are identical.
 
-    In 1-D with more than :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels (``R N M``) only
+    In 1-D with more than :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels per run (``N M``) only
     the units near each sample are computed (:func:`protoreg.banded.stream_banded`, chunks of
     ``chunk`` samples or bounded by :data:`protoreg.banded.BANDED_EVAL_ELEMENTS`): the same
     counts, ``fit_mse`` to float rounding.

@@ -180,14 +180,14 @@ def test_coverage_switches_to_the_band_above_the_threshold(monkeypatch: pytest.M
         calls.append(out is not None)
         return out
 
-    monkeypatch.setattr("protoreg.losses.coverage.banded_log_mean_exp", spy)
+    monkeypatch.setattr(banded, "banded_log_mean_exp", spy)
     protos = model.prototypes()
     ctx = protoreg.LossContext(x, y, model.hidden(x), x, protos, torch.full((3,), 1.0 / 300, dtype=torch.float64), model)
     dense = Coverage()(ctx, tau=1.0)
-    assert calls == []  # R N M = 360,000 <= 2**22: the dense code
+    assert calls == []  # B M = 120,000 <= 2**22: the dense code
     monkeypatch.setattr(banded, "BANDED_MIN_ELEMENTS", 0)
     band = Coverage()(ctx, tau=torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64))
-    assert calls == [True]
+    assert calls == [True, True, True]  # one band per run
     torch.testing.assert_close(band, Coverage.__call__(Coverage(), ctx, tau=torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)))
     monkeypatch.setattr(banded, "BANDED_MIN_ELEMENTS", 1 << 22)
     torch.testing.assert_close(band, Coverage()(ctx, tau=torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)), rtol=1e-12, atol=0)
@@ -330,3 +330,44 @@ def test_compile_runs_the_banded_step_eagerly_with_one_warning(tmp_path: Path, m
     msgs = [str(w.message) for w in caught if issubclass(w.category, CompileWarning)]
     assert len(msgs) == 1 and "banded" in msgs[0] and msgs[0].startswith("train.compile:") and "\n" not in msgs[0]
     assert run.status == "completed" and run.metrics == eager.metrics
+
+
+@pytest.mark.parametrize("parameterization", ["affine", "radial"])
+def test_a_run_in_a_group_equals_the_run_alone_bit_for_bit(monkeypatch: pytest.MonkeyPatch, parameterization: str) -> None:
+    """Every run of a group is banded on its own (its band, padding and sums), so its output,
+    coverage and gradients are exactly those of the same run trained alone, as on the dense path;
+    a run with a non-finite parameter falls back to the dense code without touching the others."""
+    monkeypatch.setattr(banded, "BANDED_MIN_ELEMENTS", 0)
+    model, x, y = hard_model(torch.float32, parameterization)
+    with torch.no_grad():  # run 2's units much narrower: its band differs from the others'
+        if parameterization == "affine":
+            model.w[2] *= 3.0
+            model.b[2] *= 3.0
+        else:
+            model.log_s[2] -= 1.0
+    t = torch.tensor([2e-4, 5e-4, 1e-3]).view(3, 1, 1)
+
+    def loss_and_grads(m: GaussianMLP, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        m.zero_grad()
+        value = banded.banded_pred(m, xs).square().sum(dim=(1, 2)) + banded.banded_coverage(xs, m.prototypes(), ts).sum(dim=(1, 2))
+        value.sum().backward()
+        return value.detach(), [p.grad.clone() for p in m.parameters()]
+
+    group, group_grads = loss_and_grads(model, x, t)
+    with torch.no_grad():
+        group_pred0, group_pred2 = banded.banded_pred(model, x)[[0, 2]]
+    for r in range(3):
+        alone = GaussianMLP(1, model.width, 1, 2, parameterization)  # type: ignore[arg-type]
+        alone.load_state_dict({k: v[r : r + 1].clone() for k, v in model.state_dict().items()})
+        value, grads = loss_and_grads(alone, x[r : r + 1], t[r : r + 1])
+        assert torch.equal(value, group[r : r + 1])
+        for g_alone, g_group in zip(grads, group_grads):
+            assert torch.equal(g_alone, g_group[r : r + 1])
+    # a run the band cannot serve (non-finite parameter) is dense; the others stay banded
+    with torch.no_grad():
+        first = model.b if parameterization == "affine" else model.centers
+        first[1, 3] = math.inf
+    pred = banded.banded_pred(model, x)
+    dense_pred = model(x)[1]
+    assert torch.equal(pred[1], dense_pred[1])  # the dense code for run 1, nan and inf as they come
+    assert torch.equal(pred[0], group_pred0) and torch.equal(pred[2], group_pred2)

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..api import LossContext, StructuralLoss, hookimpl
-from ..banded import banded_log_mean_exp, coverage_uses_banded
+from ..banded import banded_coverage, coverage_uses_banded
 from ..numerics import logsumexp_flushed
 from ._kernels import sq_dists
 
@@ -20,8 +20,8 @@ class Coverage(StructuralLoss):
     distance, so ``L >= 0``; it is measured in units of the squared spacing.
 
     In 1-D with more than :data:`protoreg.banded.BANDED_MIN_ELEMENTS` sample-prototype pairs only
-    the prototypes whose term can be non-zero are computed (:func:`protoreg.banded.banded_log_mean_exp`):
-    the same value up to summation order.
+    the prototypes whose term can be non-zero are computed, run by run
+    (:func:`protoreg.banded.banded_coverage`): the same value up to summation order.
     """
 
     name = "coverage"
@@ -32,8 +32,9 @@ class Coverage(StructuralLoss):
     def __call__(self, ctx: LossContext, *, tau: float | torch.Tensor) -> torch.Tensor:
         s2 = ctx.per_run(ctx.spacing, 3).pow(2)
         t = ctx.per_run(tau, 3) * s2  # (R,1,1)
-        lme = banded_log_mean_exp(ctx.x, ctx.prototypes, t) if coverage_uses_banded(ctx.x, ctx.prototypes) else None
-        if lme is None:
+        if coverage_uses_banded(ctx.x, ctx.prototypes):
+            lme = banded_coverage(ctx.x, ctx.prototypes, t)
+        else:
             d2 = sq_dists(ctx.x, ctx.prototypes)  # (R,N,M)
             lme = logsumexp_flushed(-d2 / t, -1) - math.log(d2.shape[-1])
         soft_min = -t * lme

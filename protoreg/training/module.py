@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 import torch
 
 from ..api import LossContext
-from ..banded import LazyHiddenContext, banded_forward, model_uses_banded
+from ..banded import LazyHiddenContext, banded_pred, model_uses_banded
 from ..errors import LossError
 from ..metrics import fit_mse
 from ..model import GaussianMLP, sample_spacing
@@ -189,15 +189,14 @@ class ProtoRegModule(pl.LightningModule):
         """Per-run values: ``(total (R,), {"fit": (R,), name: (R,)}, hidden, pred, prototypes)``.
 
         In 1-D above :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels per step the forward pass
-        is banded (:func:`protoreg.banded.banded_forward`) and ``hidden`` is None: the losses get a
+        is banded, run by run (:func:`protoreg.banded.banded_pred`), and ``hidden`` is None: the losses get a
         :class:`~protoreg.banded.LazyHiddenContext` that computes the dense ``ctx.hidden`` only
         when one reads it."""
-        res = banded_forward(self.model, x) if model_uses_banded(self.model, x) else None
         hidden: torch.Tensor | None
-        if res is None:
-            hidden, pred = self.model(x)
+        if model_uses_banded(self.model, x):
+            hidden, pred = None, banded_pred(self.model, x)
         else:
-            hidden, pred = None, res.pred
+            hidden, pred = self.model(x)
         values = {"fit": fit_mse(pred, y)}
         total = values["fit"]
         protos = self.model.prototypes()
