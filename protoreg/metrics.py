@@ -34,10 +34,12 @@ _COST_BLOCK_ELEMENTS = 1 << 22
 #: problem; beyond it, the exact structured methods of :func:`optimal_matching` run.
 DENSE_MAX_ELEMENTS = 1 << 16
 
-#: In d >= 2, up to this many pairs the dense solver runs too: it takes about a second at
-#: M = N = 1,797 (the digits) and never stalls, where the sparse graph's solver can take tens of
-#: seconds on clustered data.
-DENSE_MAX_ELEMENTS_ND = 1 << 22
+#: In d >= 2, up to this many pairs (M = N = 4,096) the dense solver runs too: it takes about a
+#: second at M = N = 1,797 (the digits) and never stalls, where the sparse graph's solver can take
+#: tens of seconds on clustered data (36 s on trained digits prototypes) and more than ten minutes
+#: on trained 64-D prototypes at M = N = 3,000. Its cost matrix and one masked copy (2 x 8 bytes
+#: per pair) fit :data:`protoreg.memory.MATCHING_BLOCK_BYTES`.
+DENSE_MAX_ELEMENTS_ND = 1 << 24
 
 #: Neighbours per point in the first sparse candidate graph (d >= 2), and the largest tried.
 SPARSE_K0, SPARSE_K_MAX = 8, 128
