@@ -73,8 +73,9 @@ def quiet_lightning() -> Iterator[None]:
             logging.getLogger(n).setLevel(lvl)
 
 
-#: glibc ``mallopt`` settings while training: blocks up to 32 MB come from (and go back to) the
-#: heap instead of fresh ``mmap`` pages, and up to 256 MB of freed heap is kept for the next step.
+#: glibc ``mallopt`` settings training applies (once per process, :func:`tune_allocator`): blocks
+#: up to 32 MB come from (and go back to) the heap instead of fresh ``mmap`` pages, and up to
+#: 256 MB of freed heap is kept for the next step.
 MALLOC_SETTINGS: dict[str, int] = {"M_MMAP_THRESHOLD": 32 << 20, "M_TRIM_THRESHOLD": 256 << 20}
 _MALLOPT_PARAM = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}
 _allocator_tuned: bool | None = None
@@ -86,7 +87,7 @@ def tune_allocator() -> bool:
     With its default dynamic thresholds, glibc serves the per-step tensors of a large problem
     (tens of MB: a 1,797 x 1,797 float64 block is 26 MB) with ``mmap`` and unmaps them when
     freed, so every optimisation step page-faults its memory in again: on 64-D digits with
-    M = N = 1,797 that was about 3.6 million page faults and a fifth of the CPU time of 200
+    M = N = 1,797 that was about 3.6 million page faults and 7 of the 55 CPU seconds of 200
     steps. :data:`MALLOC_SETTINGS` keep such blocks in the heap. Only glibc is touched, only
     once, and ``PROTOREG_MALLOC_TUNING=0`` leaves the allocator alone. Returns whether the
     settings are in effect.
