@@ -147,3 +147,17 @@ class TrainCounter:
             raise RuntimeError("simulated crash")
         self.runs += group.module.model.runs
         return train_group(group, geometry, **kw)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """``protoreg`` on ``argv`` in this process: the exit code and the captured stdout, stderr."""
+    from protoreg.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    """The ``protoreg: error:`` lines of a captured stderr."""
+    return [line for line in err.splitlines() if line.startswith("protoreg: error:")]

@@ -8,7 +8,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from protoreg.cli import main
+from conftest import cli
 
 pytestmark = pytest.mark.slow  # end-to-end workflow tests
 
@@ -17,10 +17,6 @@ EXPEL = ["data.n=10", "train.steps=200", "losses.coverage.weight=0", "losses.sep
 SAFE = ["data.n=10", "train.steps=100", "trainer.accelerator=cpu"]
 
 
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_warn_mode_names_units_once_per_check_and_records_expulsion(tmp_path, capsys, no_autoload):

@@ -20,8 +20,7 @@ import pytest
 import torch
 
 import protoreg
-from conftest import TrainCounter, fake_entry_points, make_plugin_module, quick, run_quiet
-from protoreg.cli import main
+from conftest import TrainCounter, cli, error_lines, fake_entry_points, make_plugin_module, quick, run_quiet
 from protoreg.config import MAX_SEED
 from protoreg.data import DataWarning, file_dataset
 from protoreg.errors import ConfigError, DataError, PluginError, RunDirError
@@ -33,14 +32,7 @@ from protoreg.training.trainer import FORCE_EXIT_SECONDS
 FAST = ["data.n=8", "train.steps=40", "train.log_every_n_steps=10", "geometry.every_n_steps=20", "trainer.accelerator=cpu"]
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def error_lines(err: str) -> list[str]:
-    return [ln for ln in err.splitlines() if ln.startswith("protoreg: error:")]
 
 
 class Late(protoreg.StructuralLoss):

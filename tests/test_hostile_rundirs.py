@@ -17,20 +17,13 @@ import pytest
 import protoreg.config as C
 import protoreg.io as pio
 import protoreg.workflows as wf
-from protoreg.cli import main
+from conftest import cli, error_lines
 from protoreg.rundir import LOCK, STAGE_PREFIX
 
 pytestmark = pytest.mark.usefixtures("no_autoload")
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def errors(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("protoreg: error:")]
 
 
 def metrics(run: Path) -> dict[str, Any]:
@@ -44,7 +37,7 @@ def protoreg_leftovers(folder: Path) -> list[str]:
 def refused(capsys: pytest.CaptureFixture[str], needle: str, *argv: Any) -> str:
     """Run a command that must be refused: exit 2, one error line containing ``needle``."""
     code, _, err = cli(capsys, *argv)
-    lines = errors(err)
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and needle in lines[0], err
     return lines[0]
 
