@@ -49,6 +49,9 @@ class LossContext:
         measure their temperatures in units of ``spacing**2`` so one setting works at every N.
     model : torch.nn.Module
         The :class:`~protoreg.model.GaussianMLP` (its parameters carry the run axis too).
+    sq_dists : Tensor (R, N, M)
+        Squared Euclidean distances ``||x_i - p_j||^2`` between the samples and the prototypes,
+        differentiable in the prototypes (read-only property, see :attr:`sq_dists`).
     """
 
     x: torch.Tensor
@@ -58,6 +61,36 @@ class LossContext:
     prototypes: torch.Tensor
     spacing: torch.Tensor
     model: torch.nn.Module
+    #: The training step's own squared distances (radial units on large problems), else None.
+    _sq_dists: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    _sq_dists_version0: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._sq_dists is not None:
+            object.__setattr__(self, "_sq_dists_version0", int(self._sq_dists._version))
+
+    @property
+    def sq_dists(self) -> torch.Tensor:
+        """Squared distances ``||x_i - p_j||^2``, shape (R, N, M), computed at the first read and
+        then the same tensor for every loss of the step (do not change it in place).
+
+        For radial units on large problems (where :func:`~protoreg.model.pairwise_sq_dists`
+        uses the Gram expansion) it is the tensor the hidden layer was computed from, so a loss
+        that reads it (the built-in ``coverage`` does) costs no second distance computation.
+        """
+        if self._sq_dists is None:
+            from .model import pairwise_sq_dists
+
+            d2 = pairwise_sq_dists(self.x, self.prototypes)
+            object.__setattr__(self, "_sq_dists", d2)
+            object.__setattr__(self, "_sq_dists_version0", int(d2._version))
+        return self._sq_dists  # type: ignore[return-value]
+
+    def sq_dists_version(self) -> int:
+        """In-place changes of :attr:`sq_dists` since it was computed (0 before), without computing it."""
+        if self._sq_dists is None:
+            return 0
+        return int(self._sq_dists._version) - self._sq_dists_version0
 
     @property
     def runs(self) -> int:
@@ -85,6 +118,7 @@ class LossContext:
             prototypes=self.prototypes[runs],
             spacing=self.spacing[runs],
             model=self.model,
+            _sq_dists=None if self._sq_dists is None else self._sq_dists[runs],
         )
 
 

@@ -63,6 +63,41 @@ def pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(an + bn, a, b.transpose(1, 2), alpha=-2.0).clamp_min(0.0)
 
 
+def shares_sq_dists(model: "GaussianMLP", x: torch.Tensor) -> bool:
+    """Whether a training step of ``model`` on samples ``x`` (R, B, d) computes the squared
+    sample-prototype distances once, for the hidden layer and the losses (``ctx.sq_dists``), and
+    uses :func:`readout`: radial units on problems large enough for the Gram expansion of
+    :func:`pairwise_sq_dists` (64-D digits, not the 1-D study or small 2-D sets, whose steps stay
+    exactly as they were)."""
+    r, b, d = x.shape
+    return model.parameterization == "radial" and d >= 2 and r * b * model.width * d > EXACT_DIST_ELEMENTS
+
+
+class _Readout(torch.autograd.Function):
+    """``c + h @ v`` whose backward computes ``dL/dv`` as ``(g^T h)^T``: the same product as
+    autograd's ``h^T g``, about 7x faster for a wide ``h`` (1,797 x 1,797 x 10: 1.1 ms
+    instead of 7.5 ms on 2 CPU cores), equal up to summation order."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h, v)
+        return torch.baddbmm(c.unsqueeze(1), h, v)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        h, v = ctx.saved_tensors
+        gh = torch.bmm(g, v.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        gv = torch.bmm(g.transpose(1, 2), h).transpose(1, 2) if ctx.needs_input_grad[1] else None
+        gc = g.sum(1) if ctx.needs_input_grad[2] else None
+        return gh, gv, gc
+
+
+def readout(h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The output layer ``c + h @ v``, ``(R, N, M), (R, M, k), (R, k) -> (R, N, k)``, with the
+    fast backward of :class:`_Readout` (used where :func:`shares_sq_dists` holds)."""
+    return _Readout.apply(h, v, c)
+
+
 def sample_spacing(x: torch.Tensor) -> torch.Tensor:
     """Typical sample spacing ``extent / N**(1/d)`` per run, ``(R, N, d) -> (R,)``.
 
@@ -148,14 +183,15 @@ class GaussianMLP(nn.Module):
             self.c[r] = y[r].double().mean(0).to(self.c)
 
     # --------------------------------------------------------------- forward
-    def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden responses, ``(R, N, d) -> (R, N, M)``."""
+    def hidden(self, x: torch.Tensor, sq_dists: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden responses, ``(R, N, d) -> (R, N, M)``; radial units take precomputed squared
+        distances ``sq_dists`` (R, N, M) to the centres when given."""
         if self.parameterization == "affine":
             z = x * self.w.unsqueeze(1) + self.b.unsqueeze(1)  # (R,N,1)*(R,1,M)
             return exp_flushed(-z.square())
-        d2 = pairwise_sq_dists(x, self.centers)  # (R,N,M)
+        d2 = pairwise_sq_dists(x, self.centers) if sq_dists is None else sq_dists  # (R,N,M)
         inv = torch.exp(-2.0 * self.log_s).unsqueeze(1) * 0.5  # 1/(2 s^2), (R,1,M)
-        return exp_flushed(-d2 * inv)
+        return exp_flushed(d2 * -inv)  # = -d2 * inv exactly, one pass less over (R, N, M)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(R, N, d) -> (hidden (R, N, M), pred (R, N, k))``."""

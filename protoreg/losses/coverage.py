@@ -9,7 +9,6 @@ import torch
 from ..api import LossContext, StructuralLoss, hookimpl
 from ..banded import banded_coverage, coverage_uses_banded
 from ..numerics import logsumexp_flushed
-from ._kernels import sq_dists
 
 
 class Coverage(StructuralLoss):
@@ -35,8 +34,8 @@ class Coverage(StructuralLoss):
         if coverage_uses_banded(ctx.x, ctx.prototypes):
             lme = banded_coverage(ctx.x, ctx.prototypes, t)
         else:
-            d2 = sq_dists(ctx.x, ctx.prototypes)  # (R,N,M)
-            lme = logsumexp_flushed(-d2 / t, -1) - math.log(d2.shape[-1])
+            d2 = ctx.sq_dists  # (R,N,M), shared with the hidden layer on large radial problems
+            lme = logsumexp_flushed(d2 / -t, -1) - math.log(d2.shape[-1])  # = -d2 / t exactly
         soft_min = -t * lme
         return (soft_min / s2).mean(dim=(1, 2))
 

@@ -28,7 +28,7 @@ class Separation(StructuralLoss):
         m = p.shape[1]
         if m < 2:
             return p.sum(dim=(1, 2)) * 0.0
-        k = exp_flushed(-sq_dists(p, p) / t)
+        k = exp_flushed(sq_dists(p, p) / -t)  # = -d2 / t exactly
         off = k.sum(dim=(1, 2)) - k.diagonal(dim1=1, dim2=2).sum(-1)
         return off / (m * (m - 1))
 

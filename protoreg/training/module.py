@@ -28,7 +28,7 @@ from ..api import LossContext
 from ..banded import LazyHiddenContext, banded_pred, model_uses_banded
 from ..errors import LossError
 from ..metrics import fit_mse
-from ..model import GaussianMLP, sample_spacing
+from ..model import GaussianMLP, pairwise_sq_dists, readout, sample_spacing, shares_sq_dists
 from .terms import ForcedStop, LossTerm, LossTerms
 
 #: Why training stopped before ``steps``: a run failed (fit), a signal, or the geometry check.
@@ -191,10 +191,16 @@ class ProtoRegModule(pl.LightningModule):
         In 1-D above :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels per step the forward pass
         is banded, run by run (:func:`protoreg.banded.banded_pred`), and ``hidden`` is None: the losses get a
         :class:`~protoreg.banded.LazyHiddenContext` that computes the dense ``ctx.hidden`` only
-        when one reads it."""
+        when one reads it. Radial units on large problems (:func:`protoreg.model.shares_sq_dists`)
+        compute the squared distances once, for the hidden layer and ``ctx.sq_dists``."""
         hidden: torch.Tensor | None
+        d2: torch.Tensor | None = None
         if model_uses_banded(self.model, x):
             hidden, pred = None, banded_pred(self.model, x)
+        elif shares_sq_dists(self.model, x):
+            d2 = pairwise_sq_dists(x, self.model.centers)
+            hidden = self.model.hidden(x, sq_dists=d2)
+            pred = readout(hidden, self.model.v, self.model.c)
         else:
             hidden, pred = self.model(x)
         values = {"fit": fit_mse(pred, y)}
@@ -207,7 +213,7 @@ class ProtoRegModule(pl.LightningModule):
             if hidden is None:
                 ctx: LossContext = LazyHiddenContext(x=x, y=y, hidden=lambda: self.model.hidden(x_model), pred=pred, prototypes=protos, spacing=self.spacing.clone(), model=self.model)
             else:
-                ctx = LossContext(x=x, y=y, hidden=hidden, pred=pred, prototypes=protos, spacing=self.spacing.clone(), model=self.model)
+                ctx = LossContext(x=x, y=y, hidden=hidden, pred=pred, prototypes=protos, spacing=self.spacing.clone(), model=self.model, _sq_dists=d2)
             for i, (name, val) in enumerate(self.loss_terms(ctx).items()):
                 values[name] = val
                 total = total + self.loss_terms.weights[i] * val

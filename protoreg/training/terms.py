@@ -23,7 +23,7 @@ from ..errors import LossError
 from ..plugins import describe_failure
 
 #: The tensors of a :class:`LossContext`, in the order their version counters are compared.
-CONTEXT_TENSORS: tuple[str, ...] = ("x", "y", "hidden", "pred", "prototypes", "spacing")
+CONTEXT_TENSORS: tuple[str, ...] = ("x", "y", "hidden", "pred", "prototypes", "spacing", "sq_dists")
 
 
 class ForcedStop(BaseException):
@@ -161,6 +161,7 @@ class LossTerms(nn.Module):
             ctx.pred._version,
             ctx.prototypes._version,
             ctx.spacing._version,
+            ctx.sq_dists_version(),  # not computed for this either
             *[p._version for p in self._model_params[1]],
         )
 
