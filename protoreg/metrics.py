@@ -5,7 +5,10 @@ Each takes batched inputs with a leading run axis R and returns shape (R,).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -360,8 +363,36 @@ def matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     >>> matching(np.array([[0.0], [1.0]]), np.array([[1.0], [0.5]]))
     (array([0, 1]), array([1, 0]), array([0.5, 0. ]))
     """
-    res = optimal_matching(p, x)
-    return res.proto_idx, res.sample_idx, res.distances
+    key = _arrays_key(p, x)
+    with _MATCHING_LOCK:
+        hit = _MATCHINGS.get(key)
+        if hit is not None:
+            _MATCHINGS.move_to_end(key)
+    if hit is None:
+        res = optimal_matching(p, x)
+        hit = (res.proto_idx, res.sample_idx, res.distances)
+        with _MATCHING_LOCK:
+            _MATCHINGS[key] = hit
+            while len(_MATCHINGS) > MATCHING_CACHE_SIZE:
+                _MATCHINGS.popitem(last=False)
+    return hit[0].copy(), hit[1].copy(), hit[2].copy()
+
+
+#: How many recent :func:`matching` results are kept: the final evaluation of an image run asks
+#: for the same matching three times (``recon_error``, the image metrics, the reconstruction
+#: figure), 1.6 s each for 1,797 x 1,797 64-D pairs.
+MATCHING_CACHE_SIZE = 4
+_MATCHINGS: "OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]]" = OrderedDict()
+_MATCHING_LOCK = threading.Lock()
+
+
+def _arrays_key(*arrays: np.ndarray) -> bytes:
+    """A digest of the arrays' dtypes, shapes and contents (equal only for equal arrays)."""
+    h = hashlib.blake2b(digest_size=32)
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.digest()
 
 
 def recon_error(prototypes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

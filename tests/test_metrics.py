@@ -371,3 +371,30 @@ def test_empty_sets_give_nan():
     got = image_metrics(torch.zeros(1, 0, 64, dtype=torch.float64), x, (8, 8))
     assert math.isnan(float(got["recon_ssim"][0])) and math.isnan(float(got["recon_ncc"][0]))
     assert float(got["recon_ssim_frac"][0]) == 0.0  # no prototype reconstructs any of the 3 images
+
+
+def test_matching_reuses_a_recent_result_and_hands_out_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image run's final evaluation asks for the same matching three times; it is solved once."""
+    import protoreg.metrics as M
+
+    solved: list[int] = []
+    real = M.optimal_matching
+    monkeypatch.setattr(M, "optimal_matching", lambda p, x: solved.append(1) or real(p, x))
+    monkeypatch.setattr(M, "_MATCHINGS", type(M._MATCHINGS)())
+    rng = np.random.default_rng(0)
+    p, x = rng.random((30, 4)), rng.random((25, 4))
+    first = M.matching(p, x)
+    first[0][:] = -1  # the caller's copy: the cache keeps its own
+    again = M.matching(p.copy(), x.copy())
+    assert len(solved) == 1
+    ref = real(p, x)
+    assert np.array_equal(again[0], ref.proto_idx) and np.array_equal(again[1], ref.sample_idx)
+    assert np.array_equal(again[2], ref.distances)
+    q = p.copy()
+    q[3, 2] = np.nextafter(q[3, 2], 2.0)  # one bit differs: solved again
+    M.matching(q, x)
+    M.matching(p.astype(np.float32), x)  # another dtype: another problem
+    assert len(solved) == 3
+    for i in range(M.MATCHING_CACHE_SIZE + 1):
+        M.matching(rng.random((5, 2)), rng.random((5, 2)))
+    assert len(M._MATCHINGS) == M.MATCHING_CACHE_SIZE
