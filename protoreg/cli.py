@@ -72,6 +72,11 @@ def _print_config(command: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _checks_notable(seconds: float | None, check_seconds: float | None) -> bool:
+    """Whether the geometry checks took a share of a fit worth telling (a fifth of at least 5 s)."""
+    return seconds is not None and check_seconds is not None and seconds >= 5.0 and check_seconds >= 0.2 * seconds
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from .workflows import fit
 
@@ -88,6 +93,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     if m.get("recon_ssim") is not None:
         print(f"  recon_ssim={_fmt(m['recon_ssim'])} recon_ncc={_fmt(m['recon_ncc'])} recon_ssim_frac={_fmt(m['recon_ssim_frac'])}")
+    if _checks_notable(run.seconds, run.check_seconds):
+        print(
+            f"  geometry checks took {run.check_seconds:.1f}s of the {run.seconds:.1f}s "
+            f"(geometry.every_n_steps={run.config.geometry.every_n_steps} sets how often they run)"
+        )
     if run.reason:
         code = run.exit_code
         stream = sys.stderr if code else sys.stdout

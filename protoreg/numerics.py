@@ -31,9 +31,9 @@ def _floor(t: torch.Tensor) -> float | None:
 
 
 def _exp_flushed(a: torch.Tensor, lo: float) -> torch.Tensor:
-    # multiplying by the 0/1 mask is exact (x * 1 == x, finite x * 0 == 0) and, on CPU, several
-    # times cheaper than masked_fill / where
-    return torch.exp(a.clamp_min(lo)).mul_(a >= lo)
+    # multiplying by the 0/1 mask is exact (x * 1 == x, finite x * 0 == 0) and, on CPU, cheaper
+    # than masked_fill / where; exp in place on the clamped copy saves one (R, N, M) buffer
+    return a.clamp_min(lo).exp_().mul_(a >= lo)
 
 
 class _Exp(torch.autograd.Function):

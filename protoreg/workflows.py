@@ -57,6 +57,9 @@ class Run:
         The resolved config (``config.yaml``).
     seconds : float or None
         Training time, when the run was trained by this process.
+    check_seconds : float or None
+        The part of ``seconds`` spent in the geometry checks (``geometry.every_n_steps``), when the
+        run was trained by this process.
     """
 
     dir: Path
@@ -65,6 +68,7 @@ class Run:
     prototypes: np.ndarray
     config: DictConfig
     seconds: float | None = None
+    check_seconds: float | None = None
 
     @property
     def reason(self) -> str:
@@ -199,6 +203,7 @@ def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping
         warnings.warn(f"{signal.Signals(sig).name} arrived after training had finished; the run directory was completed", stacklevel=3)
     run = load_run(target)
     run.seconds = outcome.seconds
+    run.check_seconds = outcome.geometry.check_seconds
     return run
 
 

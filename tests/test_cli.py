@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import time
 import json
 from pathlib import Path
 
@@ -162,3 +163,28 @@ def test_fit_on_gpu_logs_the_same_tags(tmp_path, capsys, no_autoload):
     tags = set(read_tb(out).Tags()["scalars"])
     assert {"loss/fit", "loss/coverage", "loss/separation", "geometry/outside_hull_frac", "metric/recon_error"} <= tags
     assert run_cli(capsys, "check", out)[0] in (0, 1)
+
+
+def test_fit_says_when_the_geometry_checks_take_a_large_share(tmp_path, capsys, no_autoload, fast, monkeypatch):
+    import protoreg
+    import protoreg.cli as cli_mod
+    import protoreg.training.callbacks as cb
+
+    from protoreg.cli import _checks_notable
+
+    assert _checks_notable(10.0, 2.0) and not _checks_notable(10.0, 1.9) and not _checks_notable(4.9, 4.0)
+    assert not _checks_notable(None, 1.0) and not _checks_notable(10.0, None)
+    code, stdout, _ = run_cli(capsys, "fit", "--out", tmp_path / "quick", *fast)
+    assert code == 0 and "geometry checks took" not in stdout  # a second-long fit: nothing to say
+    # the checks are timed: make each one take 0.3 s, and the 3 checks of this fit dominate it
+    real = cb.GeometryCallback._check
+    monkeypatch.setattr(cb.GeometryCallback, "_check", lambda self, *a, **k: (time.sleep(0.3), real(self, *a, **k))[1])
+    run = protoreg.fit(*fast, out=tmp_path / "api")
+    assert run.seconds is not None and run.check_seconds is not None
+    assert 0.9 <= run.check_seconds <= run.seconds
+    monkeypatch.setattr(cli_mod, "_checks_notable", lambda s, c: True)
+    code, stdout, _ = run_cli(capsys, "fit", "--out", tmp_path / "slow", *fast)
+    (line,) = [ln for ln in stdout.splitlines() if "geometry checks took" in ln]
+    assert line.endswith("(geometry.every_n_steps=20 sets how often they run)")
+    took, total = (float(w.rstrip("s")) for w in line.split() if w[0].isdigit() and w.endswith("s"))
+    assert 0.9 <= took <= total

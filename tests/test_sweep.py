@@ -265,3 +265,20 @@ def test_tau_grid_gives_the_c4_check_and_the_tau_plot(tmp_path: Path) -> None:
         assert sum(1 for r in csv.DictReader(fh) if r["seconds"] == "0.0000") == 4
 
 
+
+
+def test_batch_lines_say_when_the_geometry_checks_take_a_large_share(reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import protoreg.training.callbacks as cb
+
+    quiet: list[str] = []
+    run_quiet(quick("sweep.masks=[coverage]", "sweep.grid={data.n: [5]}", "sweep.seeds=2"), tmp_path / "quick", reg, echo=quiet.append)
+    assert not any("geometry checks" in line for line in quiet)  # a second-long batch: nothing to say
+    real = cb.GeometryCallback._check
+    monkeypatch.setattr(cb.GeometryCallback, "_check", lambda self, *a, **k: (time.sleep(1.5), real(self, *a, **k))[1])
+    lines: list[str] = []
+    run_quiet(quick("sweep.masks=[coverage]", "sweep.grid={data.n: [5]}", "sweep.seeds=2"), tmp_path / "slow", reg, echo=lines.append)
+    (line,) = [ln for ln in lines if ln.startswith("  batch 1/1 ")]
+    seconds, checks = (float(w.rstrip("s),")) for w in line.split() if w[0].isdigit() and w.rstrip(",)").endswith("s"))
+    assert "(geometry checks " in line and 4 * 1.5 <= checks <= seconds  # checks at steps 0, 10, 20, 30

@@ -69,6 +69,7 @@ class GroupResult:
     #: TensorBoard files to write under ``tb/batch_<index>/`` (relative path -> bytes); empty
     #: when the engine wrote them in place
     tb_files: dict[str, bytes] = field(default_factory=dict)
+    check_seconds: float = 0.0  #: the part of ``seconds`` spent in the geometry checks
 
 
 class Executor(Protocol):
@@ -115,7 +116,7 @@ class LocalExecutor:
     def run(self, jobs: Sequence[GroupJob]) -> Iterator[GroupResult]:
         for job in jobs:
             outcome = train_specs(job.specs, job.hparams, self.reg, self.engine, log_dir=self.out, tb_name=f"{TB}/batch_{job.index:03d}")
-            yield GroupResult(job, outcome.runs, outcome.seconds, outcome.interrupted)
+            yield GroupResult(job, outcome.runs, outcome.seconds, outcome.interrupted, check_seconds=outcome.geometry.check_seconds)
             if outcome.interrupted:
                 return
 
@@ -138,6 +139,7 @@ class _TaskResult:
     seconds: float
     interrupted: bool
     tb_files: dict[str, bytes]
+    check_seconds: float = 0.0
 
 
 def _train_task(specs: list[RunSpec], hparams: HParams, reg: Registry, engine: Engine) -> _TaskResult:
@@ -147,7 +149,7 @@ def _train_task(specs: list[RunSpec], hparams: HParams, reg: Registry, engine: E
         outcome = train_specs(specs, hparams, reg, engine, log_dir=Path(tmp), tb_name="tb")
         root = Path(tmp) / "tb"
         files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-    return _TaskResult(outcome.runs, outcome.seconds, outcome.interrupted, files)
+    return _TaskResult(outcome.runs, outcome.seconds, outcome.interrupted, files, outcome.geometry.check_seconds)
 
 
 class _StopFlag:
@@ -283,4 +285,4 @@ class RayExecutor:
             return GroupResult(job, error=f"the Ray task raised {type(cause).__name__}: {_first_line(cause)}")
         except errors.RayError as exc:  # the worker or its node died, retries exhausted
             return GroupResult(job, error=f"the Ray task failed after {int(self.cfg.max_retries)} retries: {type(exc).__name__}: {_first_line(exc)}")
-        return GroupResult(job, res.outcomes, res.seconds, res.interrupted, tb_files=res.tb_files)
+        return GroupResult(job, res.outcomes, res.seconds, res.interrupted, tb_files=res.tb_files, check_seconds=res.check_seconds)

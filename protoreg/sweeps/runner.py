@@ -195,6 +195,8 @@ class _Progress:
         else:
             failed_now = sum(o.status == "failed" for o in res.outcomes)
             what = f"{res.seconds:.1f}s" + (f", {failed_now} failed" if failed_now else "")
+            if res.seconds >= 5.0 and res.check_seconds >= 0.2 * res.seconds:
+                what += f" (geometry checks {res.check_seconds:.1f}s)"
         left = self.runs - self.done_runs
         eta = f"; ETA {_duration((time.perf_counter() - self.t0) * left / self.done_runs)}" if left else ""
         self.say(f"  batch {self.done}/{self.total} (tb/batch_{job.index:03d}): {len(job.runs)} runs, n={n}, {what}{eta}")

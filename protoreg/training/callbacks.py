@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from typing import Any, Sequence
 
@@ -76,6 +77,10 @@ class GeometryCallback(pl.Callback):
         #: hull solver state between checks: prototypes still inside their last corral are cheap
         self._warm = HullWarmStart()
         self._last_recon = True  #: the last check computed recon_error
+        #: checks run by this process and their wall-clock seconds (not saved: a resumed run
+        #: counts its own, like its training time)
+        self.checks_run = 0
+        self.check_seconds = 0.0
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -103,6 +108,14 @@ class GeometryCallback(pl.Callback):
         return final or module.x.shape[1] * module.model.width <= self.recon_every_check_max
 
     def check(self, trainer: pl.Trainer, module: Any, *, final: bool = False) -> Evaluation:
+        t0 = time.perf_counter()
+        try:
+            return self._check(trainer, module, final=final)
+        finally:
+            self.checks_run += 1
+            self.check_seconds += time.perf_counter() - t0
+
+    def _check(self, trainer: pl.Trainer, module: Any, *, final: bool) -> Evaluation:
         step = int(module.step_count)
         self._last_recon = self._recon_now(module, final)
         ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm, recon=self._last_recon)
