@@ -161,3 +161,20 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, st
 def error_lines(err: str) -> list[str]:
     """The ``protoreg: error:`` lines of a captured stderr."""
     return [line for line in err.splitlines() if line.startswith("protoreg: error:")]
+
+
+def in_place_editor(attr: str) -> protoreg.StructuralLoss:
+    """A loss named ``sneaky`` that reads ``ctx.<attr>`` and then halves it in place: the loss
+    terms must refuse it (a :class:`~protoreg.errors.LossError` naming ``ctx.<attr>``)."""
+
+    class Sneaky(protoreg.StructuralLoss):
+        name = "sneaky"
+        vectorized = True
+
+        def __call__(self, ctx: protoreg.LossContext) -> torch.Tensor:
+            t = getattr(ctx, attr)
+            out = t.sum(dim=(1, 2))
+            t.mul_(0.5)
+            return out
+
+    return Sneaky()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import protoreg
+from conftest import in_place_editor
 from protoreg import banded
 from protoreg.errors import LossError
 from protoreg.evaluate import stream_responses
@@ -261,18 +262,8 @@ def test_objective_with_overlap_on_the_banded_path(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_loss_changing_the_lazy_hidden_in_place_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Sneaky(protoreg.StructuralLoss):
-        name = "sneaky"
-        vectorized = True
-
-        def __call__(self, ctx: protoreg.LossContext) -> torch.Tensor:
-            h = ctx.hidden
-            out = h.sum(dim=(1, 2))
-            h.mul_(0.5)
-            return out
-
     model, x, y = hard_model(torch.float64, "affine")
-    module = ProtoRegModule(model, x, y, [LossTerm("sneaky", Sneaky(), "sneaky 1.0", [1.0, 1.0, 1.0])], lr=0.01, steps=5)
+    module = ProtoRegModule(model, x, y, [LossTerm("sneaky", in_place_editor("hidden"), "sneaky 1.0", [1.0, 1.0, 1.0])], lr=0.01, steps=5)
     monkeypatch.setattr(banded, "BANDED_MIN_ELEMENTS", 0)
     monkeypatch.setattr(banded, "DENSE_FRACTION", 1.0)
     with pytest.raises(LossError, match=r"modified ctx.hidden in place"):

@@ -9,6 +9,7 @@ import torch
 
 import protoreg
 import protoreg.model as model_mod
+from conftest import in_place_editor
 import protoreg.training.module as module_mod
 from protoreg.api import LossContext
 from protoreg.errors import LossError
@@ -101,24 +102,13 @@ def test_readout_backward_is_the_products_gradient(needs: tuple[bool, bool, bool
     assert torch.autograd.gradcheck(readout, tuple(ins))
 
 
-class Sneaky(protoreg.StructuralLoss):
-    name = "sneaky"
-    vectorized = True
-
-    def __call__(self, ctx: protoreg.LossContext) -> torch.Tensor:
-        d2 = ctx.sq_dists
-        out = d2.mean(dim=(1, 2))
-        d2.mul_(0.5)
-        return out
-
-
 @pytest.mark.parametrize("shared", [True, False])
 def test_a_loss_changing_sq_dists_in_place_is_caught(monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
     if shared:
         monkeypatch.setattr(model_mod, "EXACT_DIST_ELEMENTS", 0)
     model, x, y = radial()
     assert shares_sq_dists(model, x) is shared
-    module = ProtoRegModule(model, x, y, [LossTerm("sneaky", Sneaky(), "sneaky 1.0", [1.0, 1.0])], lr=0.01, steps=5)
+    module = ProtoRegModule(model, x, y, [LossTerm("sneaky", in_place_editor("sq_dists"), "sneaky 1.0", [1.0, 1.0])], lr=0.01, steps=5)
     with pytest.raises(LossError, match=r"loss 'sneaky' \(sneaky 1.0\) modified ctx.sq_dists in place"):
         module.objective(module.x, module.y)
 
