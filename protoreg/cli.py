@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import ProtoregError
+from .status import checks_notable as _checks_notable
 
 PROG = "protoreg"
 
@@ -70,11 +71,6 @@ def _print_config(command: str, args: argparse.Namespace) -> int:
         config = Path(args.resume) / "config.yaml"
     print(OmegaConf.to_yaml(resolve_config(*args.overrides, config=config, sweep=command == "sweep")), end="")
     return 0
-
-
-def _checks_notable(seconds: float | None, check_seconds: float | None) -> bool:
-    """Whether the geometry checks took a share of a fit worth telling (a fifth of at least 5 s)."""
-    return seconds is not None and check_seconds is not None and seconds >= 5.0 and check_seconds >= 0.2 * seconds
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

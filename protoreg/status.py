@@ -1,4 +1,5 @@
-"""Run statuses and the one exit-code rule shared by ``fit``, ``sweep`` and the Python API."""
+"""Run statuses and the one exit-code rule shared by ``fit``, ``sweep`` and the Python API; when
+both commands mention the time the geometry checks took."""
 
 from __future__ import annotations
 
@@ -18,3 +19,9 @@ def exit_code(statuses: Iterable[str]) -> int:
     interrupted, else 1 if any failed (or has an unknown status), else 0."""
     codes = {EXIT_CODES.get(s, 1) for s in statuses}
     return 130 if 130 in codes else 1 if 1 in codes else 0
+
+
+def checks_notable(seconds: float | None, check_seconds: float | None) -> bool:
+    """Whether the geometry checks took a share of training worth telling (``fit``'s summary, a
+    sweep's batch line): a fifth or more of at least 5 s."""
+    return seconds is not None and check_seconds is not None and seconds >= 5.0 and check_seconds >= 0.2 * seconds

@@ -21,7 +21,7 @@ from ..io import atomic_write_text
 from ..pairing import PairingWarning
 from ..plugins import Registry
 from ..rundir import csv_text, prototype_rows
-from ..status import exit_code
+from ..status import checks_notable, exit_code
 from ..training import RunOutcome, train_group
 from .executors import Echo, Engine, GroupJob, GroupResult, make_executor
 from .grid import SweepRun, format_value
@@ -195,7 +195,7 @@ class _Progress:
         else:
             failed_now = sum(o.status == "failed" for o in res.outcomes)
             what = f"{res.seconds:.1f}s" + (f", {failed_now} failed" if failed_now else "")
-            if res.seconds >= 5.0 and res.check_seconds >= 0.2 * res.seconds:
+            if checks_notable(res.seconds, res.check_seconds):
                 what += f" (geometry checks {res.check_seconds:.1f}s)"
         left = self.runs - self.done_runs
         eta = f"; ETA {_duration((time.perf_counter() - self.t0) * left / self.done_runs)}" if left else ""
