@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from .data import check_image_shape
 from .errors import RunDirError
 from .evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate
+from .geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL
 from .model import GaussianMLP
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 
@@ -97,14 +98,15 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
         )
     try:
         cfg = OmegaConf.load(run_dir / "config.yaml")
-        rel_tol = float(OmegaConf.select(cfg, "geometry.rel_tol", default=1e-6))
+        margin = float(OmegaConf.select(cfg, "geometry.margin", default=DEFAULT_MARGIN))
+        rel_tol = float(OmegaConf.select(cfg, "geometry.rel_tol", default=DEFAULT_REL_TOL))
     except Exception as exc:  # noqa: BLE001
         raise RunDirError(f"{run_dir / 'config.yaml'}: unreadable ({exc})") from None
     model = model_from_state(state, str(path))
     try:
         x, y = stored_data(state, model, str(path))
         expelled = _expelled_at(ckpt, model.width, str(path))
-        ev = evaluate(model, x, y, rel_tol=rel_tol)
+        ev = evaluate(model, x, y, margin=margin, rel_tol=rel_tol)
     except _MALFORMED as exc:
         raise RunDirError(f"{path}: the stored model and data cannot be evaluated ({_first_line(exc)})") from None
     image_shape = _image_shape(run_dir, model.dim)

@@ -66,7 +66,11 @@ class GeometryConfig:
     on_expulsion: str = "warn"  #: ``warn`` | ``stop`` | ``ignore``
     every_n_steps: int = 100  #: check interval (rounded up to a multiple of ``train.log_every_n_steps``)
     max_outside_frac: float = 0.0  #: expulsion = outside-hull fraction above this
-    rel_tol: float = 1e-6  #: outside = hull distance above ``rel_tol`` x data extent
+    #: outside = hull distance above ``margin`` x the data's resolution (the median distance from
+    #: an input to its nearest distinct input; docs/geometry.md says why)
+    margin: float = 0.1
+    #: reported hull distances are certified to within ``rel_tol`` x the data's resolution
+    rel_tol: float = 0.01
 
 
 @dataclass
@@ -378,8 +382,10 @@ def validate(
         p.append(f"geometry.every_n_steps: must be >= 1, got {g.every_n_steps}")
     if not (_num(g.max_outside_frac) and 0 <= g.max_outside_frac <= 1):
         p.append(f"geometry.max_outside_frac: must be in [0, 1], got {g.max_outside_frac}")
+    if not (_num(g.margin) and g.margin >= 0):
+        p.append(f"geometry.margin: must be a finite number >= 0 (a fraction of the data's nearest-neighbour distance), got {g.margin}")
     if not (_num(g.rel_tol) and g.rel_tol > 0):
-        p.append(f"geometry.rel_tol: must be > 0, got {g.rel_tol}")
+        p.append(f"geometry.rel_tol: must be a finite number > 0, got {g.rel_tol}")
 
     sw = cfg.sweep
     if sw.executor not in ("local", "ray"):

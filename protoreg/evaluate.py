@@ -45,7 +45,8 @@ class Evaluation:
     hull_distance : Tensor (R, M)
         Distance of each prototype to the convex hull of its run's inputs.
     outside : Tensor (R, M), bool
-        Prototype outside the hull (distance above ``rel_tol`` x extent).
+        Prototype outside the hull: distance above the margin (``margin`` x the data's
+        resolution, :func:`protoreg.geometry.hull_check`).
     wins : Tensor (R, M), int
         Samples for which the unit is the strongest responder.
     """
@@ -125,14 +126,17 @@ def evaluate(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    rel_tol: float = 1e-6,
+    margin: float = geometry.DEFAULT_MARGIN,
+    rel_tol: float = geometry.DEFAULT_REL_TOL,
     warm: geometry.HullWarmStart | None = None,
     recon: bool = True,
     chunk: int | None = None,
 ) -> Evaluation:
     """All metrics for R runs on their full training data ``x`` (R,N,d), ``y`` (R,N,k).
 
-    ``warm`` carries hull solver state between evaluations of the same runs
+    ``margin`` and ``rel_tol`` (fractions of the data's resolution) define the outside flags and
+    the accuracy of the hull distances (:func:`protoreg.geometry.hull_check`). ``warm`` carries
+    hull solver state between evaluations of the same runs
     (:class:`protoreg.geometry.HullWarmStart`). ``recon=False`` skips the optimal matching
     (``recon_error`` is then NaN): the geometry check during training does so for large N x M.
     The model is evaluated over chunks of ``chunk`` samples (default :func:`eval_chunk`, see
@@ -140,7 +144,7 @@ def evaluate(
     """
     mse, wins = stream_responses(model, x, y, chunk)
     positions = model.prototype_positions()
-    report = geometry.geometry_report(positions, x, wins=wins, rel_tol=rel_tol, warm=warm)
+    report = geometry.geometry_report(positions, x, wins=wins, margin=margin, rel_tol=rel_tol, warm=warm)
     n = x.shape[1]
     scalars: dict[str, torch.Tensor] = {
         "fit_mse": mse.double().cpu(),

@@ -25,6 +25,7 @@ import torch
 from . import banded
 from .errors import ConfigError
 from .evaluate import EVAL_CHUNK_ELEMENTS
+from .geometry import check_bytes
 
 #: Environment variable that sets the memory available, in bytes (suffixes K, M, G, T).
 MEMORY_LIMIT_ENV = "PROTOREG_MEMORY_LIMIT"
@@ -60,10 +61,11 @@ class Estimate:
     step: int  #: one training step
     evaluation: int  #: one evaluation chunk and the exact matching
     fixed: int  #: data, parameters and Adam's moments
+    checks: int = 0  #: the geometry checks (hull and collapse), at their peak
 
     @property
     def peak(self) -> int:
-        return self.fixed + max(self.step, self.evaluation)
+        return self.fixed + max(self.step, self.evaluation, self.checks)
 
 
 def _dtype(itemsize: int) -> torch.dtype | None:
@@ -113,7 +115,7 @@ def estimate(
         kernels = EVAL_TENSORS * runs * chunk * width * itemsize
     evaluation = kernels + MATCHING_BLOCK_BYTES + 16 * 8 * (n + width)
     fixed = runs * (3 * n * (dim + out) + 4 * width * (dim + out + 2)) * itemsize
-    return Estimate(step, evaluation, fixed)
+    return Estimate(step, evaluation, fixed, checks=check_bytes(runs, n, width, dim))
 
 
 def _parse_bytes(text: str) -> int:
@@ -166,15 +168,23 @@ def check_memory(
     band = banded_step(width=width, dim=dim, runs=runs, batch=b, itemsize=itemsize, losses=losses)
     est = estimate(n=n, width=width, dim=dim, out=out, runs=runs, batch_size=batch_size, itemsize=itemsize, losses=losses, banded_training=band)
     device = training_device(accelerator)
-    needs = [(device, est.peak)] if device == "cpu" else [(device, est.fixed + max(est.step, est.evaluation - MATCHING_BLOCK_BYTES)), ("cpu", MATCHING_BLOCK_BYTES)]
+    needs = [(device, est.peak)] if device == "cpu" else [(device, est.fixed + max(est.step, est.evaluation - MATCHING_BLOCK_BYTES, est.checks)), ("cpu", MATCHING_BLOCK_BYTES)]
     for where, need in needs:
         have = available_bytes(where)
         if have is not None and need > have:
             b = min(batch_size or n, n)
-            pair = " + M x M pairs of " + ", ".join(x for x in losses if x in PAIRWISE_LOSSES) if any(x in PAIRWISE_LOSSES for x in losses) else ""
+            mem = f"{'GPU ' if where == 'cuda' else ''}memory"
+            if est.step >= max(est.evaluation, est.checks) or where != device:
+                pair = " + M x M pairs of " + ", ".join(x for x in losses if x in PAIRWISE_LOSSES) if any(x in PAIRWISE_LOSSES for x in losses) else ""
+                raise ConfigError(
+                    f"train.batch_size: training needs about {_gb(need)} ({runs} run(s) x batch {b} x width {width}{pair}, "
+                    f"{itemsize * 8}-bit) but {_gb(have)} of {mem} is available; "
+                    f"lower train.batch_size (or model.width, data.n)"
+                )
+            what = "the geometry checks" if est.checks >= est.evaluation else "the evaluation and matching"
             raise ConfigError(
-                f"train.batch_size: training needs about {_gb(need)} ({runs} run(s) x batch {b} x width {width}{pair}, "
-                f"{itemsize * 8}-bit) but {_gb(have)} of {'GPU ' if where == 'cuda' else ''}memory is available; "
-                f"lower train.batch_size (or model.width, data.n)"
+                f"model.width: {what} need about {_gb(need)} ({runs} run(s) x {n} samples x width {width} in {dim}-D; "
+                f"a smaller train.batch_size does not help) but {_gb(have)} of {mem} is available; "
+                f"lower model.width (or data.n)"
             )
     return est

@@ -217,7 +217,9 @@ def write_run(stage: Path, spec: "RunSpec", outcome: "GroupOutcome", run: int = 
     """Write run ``run`` of a trained group into the (staging) run directory ``stage``.
 
     ``metrics.json`` holds every metric, the run's shape, seed, steps, active losses with their
-    settings, ``status`` and, unless completed, ``reason`` (and ``stopped_at_step`` for a run
+    settings, ``status``, ``train_seconds`` and ``check_seconds`` (wall-clock seconds of the
+    training in this process and of the geometry checks within it; a group's time is shared
+    equally by its runs) and, unless completed, ``reason`` (and ``stopped_at_step`` for a run
     stopped by the geometry check). ``data.npz`` holds exactly the training data (unless
     ``output.save_data`` is false); image data also get ``reconstructions.png``.
     """
@@ -234,6 +236,8 @@ def write_run(stage: Path, spec: "RunSpec", outcome: "GroupOutcome", run: int = 
         steps=res.steps,
         losses={name: spec.settings[name] for name in spec.active},
         status=res.status,
+        train_seconds=round(float(outcome.seconds) / len(outcome.runs), 4),
+        check_seconds=round(float(outcome.geometry.check_seconds) / len(outcome.runs), 4),
         **res.extra,
     )
     if res.reason:

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 from protoreg.geometry import (
+    DEFAULT_MARGIN,
+    DEFAULT_REL_TOL,
     HullWarmStart,
     dead_units,
     duplicate_prototypes,
@@ -35,6 +37,7 @@ from protoreg.geometry import (
     min_prototype_gap,
     outside_hull,
     outside_hull_frac,
+    resolution,
 )
 
 SETTINGS = settings(
@@ -498,74 +501,60 @@ def test_warm_start_with_wrong_hints_is_still_certified() -> None:
     assert torch.all((hull_distance(P, X, warm=warm) - hull_distance(P, X)).abs() <= 2e-6 * ext)
 
 
-def test_warm_start_tries_old_corrals_only_for_prototypes_that_were_inside(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A prototype that was outside cannot be held by its corral: only the inside ones get the
-    one-solve shortcut, and the inside flags survive a checkpoint round trip (an old state
-    without them tries every prototype, as before)."""
+def test_warm_start_skips_the_solver_for_prototypes_its_combinations_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second check of unmoved prototypes is settled by the stored convex combinations alone
+    (no active-set solve), gives the cold answer, and the cache survives a checkpoint round trip;
+    an older state (corrals without weights) is dropped, not misused."""
     import protoreg.geometry.hull as hull_mod
 
     rng = np.random.default_rng(11)
     x = rng.standard_normal((40, 3))
-    inner = x[:10] * 0.3  # well inside
+    inner = rng.dirichlet(np.ones(40), size=10) @ x  # deep inside: not at an input
     outer = x[:10] * 4.0 + 10.0  # far outside
     X, P = t64(x)[None], t64(np.concatenate([inner, outer]))[None]
     warm = HullWarmStart()
-    hull_distance(P, X, warm=warm)
-    assert warm._inside is not None and warm._inside[0, :10].all() and not warm._inside[0, 10:].any()
-    seen: list[int] = []
-    real = hull_mod._corral_upper_bound
+    cold = hull_distance(P, X, warm=warm)
+    calls: list[int] = []
+    real = hull_mod._wolfe_bounds
 
-    def spy(pq, xn, run, h):  # type: ignore[no-untyped-def]
-        seen.append(pq.shape[0])
-        return real(pq, xn, run, h)
+    def spy(p, *args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(p.shape[0])
+        return real(p, *args, **kw)
 
-    monkeypatch.setattr(hull_mod, "_corral_upper_bound", spy)
+    monkeypatch.setattr(hull_mod, "_wolfe_bounds", spy)
     ext = float(hull_extent(X)[0])
-    assert torch.all((hull_distance(P, X, warm=warm) - hull_distance(P, X)).abs() <= 2e-6 * ext)
-    assert seen == [10]
-    state = warm.state_dict()
+    assert torch.all((hull_distance(P, X, warm=warm) - cold).abs() <= 2e-6 * ext)
+    assert calls == []
     again = HullWarmStart()
-    again.load_state_dict(state)
-    assert again._inside is not None and torch.equal(again._inside, warm._inside)
-    seen.clear()
+    again.load_state_dict(warm.state_dict())
+    assert torch.all((hull_distance(P, X, warm=again) - cold).abs() <= 2e-6 * ext)
+    assert calls == []
     legacy = HullWarmStart()
-    legacy.load_state_dict({k: v for k, v in state.items() if k != "inside"})
-    hull_distance(P, X, warm=legacy)
-    assert seen == [20]
+    legacy.load_state_dict({k: v for k, v in warm.state_dict().items() if k != "weights"})
+    assert legacy.hint(1, 20, 40, 4, torch.device("cpu")) is None
+    assert torch.all((hull_distance(P, X, warm=legacy) - cold).abs() <= 2e-6 * ext)
+    assert calls  # cold again
 
 
-def test_corral_upper_bound_matches_the_pseudo_inverse() -> None:
-    """The least-squares driver of the hinted-corral bound gives the pseudo-inverse's minimum-norm
-    weights, also for corrals with unused slots and affinely dependent points."""
-    from protoreg.geometry.linalg import _corral_upper_bound
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 3]), k=st.integers(1, 4))
+def test_hint_bounds_bracket_the_exact_distance(seed: int, d: int, k: int) -> None:
+    """The certificates at any stored combination (arbitrary corrals and non-negative weights,
+    unused slots, repeated points) bracket the exact distance; rows without a corral get (inf, 0)."""
+    from protoreg.geometry.hull import _hint_bounds
 
-    rng = np.random.default_rng(5)
-    xn = torch.as_tensor(rng.standard_normal((1, 30, 6)))
-    hint = torch.as_tensor(rng.integers(0, 30, size=(50, 7)))
-    hint[10:20, 4:] = -1  # unused slots
-    hint[20:30, 3] = hint[20:30, 1]  # a repeated (dependent) point
-    run = torch.zeros(50, dtype=torch.long)
-    # queries on the corrals' hulls (held) and off them
-    w = torch.as_tensor(rng.dirichlet(np.ones(7), size=50)) * (hint >= 0)
-    w = w / w.sum(1, keepdim=True)
-    on = torch.bmm(w[:, None], xn[0][hint.clamp(min=0)]).squeeze(1)
-    p = torch.cat([on[:25], on[25:] + 0.1 * torch.as_tensor(rng.standard_normal((25, 6)))])
-    ub = _corral_upper_bound(p, xn, run, hint)
-    # the same bound from the pseudo-inverse
-    valid = hint >= 0
-    xs = xn[0][hint.clamp(min=0)]
-    edges = (xs[:, 1:] - xs[:, :1]) * valid[:, 1:, None]
-    c = torch.bmm(torch.linalg.pinv(edges.transpose(1, 2)), (p - xs[:, 0])[:, :, None]).squeeze(2) * valid[:, 1:]
-    lam = torch.where(valid, torch.cat((1 - c.sum(1, keepdim=True), c), 1).clamp(min=0), 0.0)
-    lam = lam / lam.sum(1, keepdim=True)
-    ref = (torch.bmm(lam[:, None], xs).squeeze(1) - p).norm(dim=1)
-    assert torch.allclose(ub, ref, rtol=1e-9, atol=1e-12)
-    assert bool((ub[:25] <= 1e-9).all()) and bool((ub[25:] > 1e-3).any())
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, d))
+    p = rng.standard_normal((12, d)) * 2.0
+    corral = torch.as_tensor(rng.integers(-1, 8, size=(12, k)))
+    corral[:6, 0] = torch.as_tensor(rng.integers(0, 8, size=6))
+    weights = torch.as_tensor(rng.random((12, k)))
+    ub, lb = _hint_bounds(t64(p), t64(x)[None], torch.zeros(12, dtype=torch.long), corral, weights, 1 << 20)
+    exact = np.array([exact_distance(q, x) for q in p])
+    has = (corral[:, 0] >= 0).numpy()
+    assert np.all(ub.numpy()[has] >= exact[has] - 1e-9) and np.all(lb.numpy() <= exact + 1e-9)
+    assert np.all(np.isinf(ub.numpy()[~has])) and np.all(lb.numpy()[~has] == 0)
 
-
-# --------------------------------------------------------------------------
-# collapse diagnostics against numpy brute force
-# --------------------------------------------------------------------------
 def gap_np(p: np.ndarray) -> float:
     fin = [q for q in p if np.isfinite(q).all()]
     best = math.inf
@@ -687,12 +676,16 @@ def test_geometry_report() -> None:
         "dead_units",
         "hull_distance",
         "outside",
+        "hull_resolution",
     }
     for k, v in rep.items():
         assert v.shape == ((r, m) if k in ("hull_distance", "outside") else (r,)), k
-    dist = hull_distance(p, x)
-    torch.testing.assert_close(rep["hull_distance"], dist)
-    assert torch.equal(rep["outside"], outside_hull(p, x))
+    exact = hull_distance(p, x, tol=1e-10)
+    res = resolution(x)
+    fin = torch.isfinite(exact)
+    assert torch.all((rep["hull_distance"] - exact)[fin].abs() <= (DEFAULT_REL_TOL * res[:, None].expand_as(exact))[fin])
+    assert torch.equal(rep["outside"], (exact > DEFAULT_MARGIN * res[:, None]) | ~fin)
+    dist = rep["hull_distance"]
     np.testing.assert_array_equal(rep["outside"].numpy()[0], [True] + [False] * 5)
     torch.testing.assert_close(rep["outside_hull_frac"], torch.tensor([1 / 6, 2 / 6], dtype=torch.float64))
     assert math.isinf(rep["mean_hull_distance"][1].item())

@@ -156,11 +156,48 @@ def test_memory_estimate_and_limit(monkeypatch):
 def test_fit_too_big_for_memory_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, monkeypatch, capsys, no_autoload):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "50M")
     monkeypatch.chdir(tmp_path)
-    code = main(["fit", "data.n=20000", "train.batch_size=2000", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
+    code = main(["fit", "data.n=20000", "data.dim=2", "train.batch_size=2000", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("protoreg: error: train.batch_size:") and "GB" in err
     assert list(tmp_path.iterdir()) == []
+    # 1-D at this size trains banded (no B x M tensor): the evaluation dominates, and a smaller
+    # batch would not help, so the line names model.width
+    code = main(["fit", "data.n=20000", "train.batch_size=2000", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("protoreg: error: model.width: the evaluation and matching need about") and "GB" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checks_count_in_the_memory_estimate() -> None:
+    """High-dimensional checks hold float64 copies, a warm-start cache of up to d + 1 inputs per
+    prototype and bounded working blocks: the estimate grows with them, in 1-D it stays O(N + M)."""
+    from protoreg.geometry import check_bytes
+
+    one = estimate(n=1000, width=1000, dim=784, out=10)
+    five = estimate(n=5000, width=5000, dim=784, out=10, batch_size=512)
+    assert one.checks == check_bytes(1, 1000, 1000, 784) and five.checks > one.checks
+    assert five.peak >= five.fixed + five.checks
+    assert check_bytes(1, 5000, 5000, 784) >= 16 * 5000 * 785  # the cache at its largest
+    assert check_bytes(1, 10**5, 10**5, 1) == 64 * 2 * 10**5
+
+
+def test_fit_whose_checks_cannot_fit_is_refused_naming_model_width(tmp_path: Path, monkeypatch, capsys, no_autoload):
+    """A minibatch run whose training step is small but whose geometry checks are not: refused
+    before training, naming model.width (a smaller batch would not help)."""
+    data = tmp_path / "wide.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.random((600, 2000)).astype(np.float32), y=rng.random((600, 1)).astype(np.float32))
+    est = estimate(n=600, width=600, dim=2000, out=1, batch_size=8)
+    assert est.checks > max(est.step, est.evaluation)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(est.fixed + max(est.step, est.evaluation) + (est.checks - max(est.step, est.evaluation)) // 2))
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", f"data.path={data}", "train.batch_size=8", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("protoreg: error: model.width: the geometry checks need about") and "lower model.width" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.npz"]
 
 
 def test_batch_larger_than_the_data_trains_full_batch_with_a_warning(tmp_path: Path, no_autoload, fast):

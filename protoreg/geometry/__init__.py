@@ -10,6 +10,9 @@ are processed together and never interact.
   to a tolerance relative to the extent otherwise, computed by a batched Wolfe
   minimum-norm-point active-set solver (:mod:`~protoreg.geometry.solver`,
   whose docstring explains the method and its certificates);
+* :func:`hull_check`, :func:`resolution` and :class:`HullCheck`
+  (:mod:`~protoreg.geometry.margin`): expulsion as protoreg reports it -- a hull distance above
+  a margin relative to the data's resolution, every flag decided by a certificate;
 * :func:`min_prototype_gap`, :func:`duplicate_prototypes`, :func:`dead_units`
   (:mod:`~protoreg.geometry.collapse`): collapse of prototypes or units;
 * :func:`geometry_report` (:mod:`~protoreg.geometry.report`): all of them
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from .collapse import dead_units, duplicate_prototypes, min_prototype_gap
 from .hull import HullWarmStart, hull_distance, hull_extent, outside_hull, outside_hull_frac
+from .margin import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullCheck, check_bytes, hull_check, resolution
 from .report import geometry_report
 
 __all__ = [
@@ -32,4 +36,10 @@ __all__ = [
     "dead_units",
     "geometry_report",
     "HullWarmStart",
+    "hull_check",
+    "HullCheck",
+    "resolution",
+    "check_bytes",
+    "DEFAULT_MARGIN",
+    "DEFAULT_REL_TOL",
 ]

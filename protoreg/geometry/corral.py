@@ -27,8 +27,10 @@ class _Problem:
     query, ``xt`` (R, d, N) transposed inputs, ``sq`` (R, N) squared input
     norms, ``gram_flat`` the flattened Gram matrices (or ``None``), ``kcap``
     the corral capacity ``min(N, d + 1)``.  ``ub_out``, ``lb_out`` (Q,) and
-    ``corral_out`` (Q, kcap) receive the results of finished queries;
-    ``unresolved`` counts queries finished before their stopping rule held.
+    ``corral_out`` (Q, kcap) (and ``weights_out`` (Q, kcap), the convex weights of the corral)
+    receive the results of finished queries; ``unresolved`` counts queries finished before their
+    stopping rule held. ``tol`` and ``threshold`` are per query (Q,); with ``both`` a query stops
+    only once its distance is within ``tol`` *and* ``dist > threshold`` is decided.
     """
 
     p: Tensor
@@ -38,11 +40,13 @@ class _Problem:
     sq: Tensor
     gram_flat: Tensor | None
     kcap: int
-    tol: float
-    threshold: float | None
+    tol: Tensor
+    threshold: Tensor | None
     ub_out: Tensor
     lb_out: Tensor
     corral_out: Tensor | None
+    weights_out: Tensor | None = None
+    both: bool = False
     unresolved: int = 0
 
     def finish(self, st: _CorralState, rows: Tensor, unsure: Tensor | None = None) -> None:
@@ -54,6 +58,8 @@ class _Problem:
         self.lb_out[st.qid[rows]] = st.lb[rows]
         if self.corral_out is not None:
             self.corral_out[st.qid[rows], : st.S.shape[1]] = torch.where(st.mask[rows], st.S[rows], -1)
+        if self.weights_out is not None:
+            self.weights_out[st.qid[rows], : st.S.shape[1]] = torch.where(st.mask[rows], st.lam[rows], 0.0)
         st.live[rows] = False
         if unsure is not None:
             self.unresolved += int(unsure.sum())

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import partial
 
 import torch
 from torch import Tensor
 
 from ._common import _F64, _check_pair, _check_points
-from .linalg import _corral_upper_bound
-from .solver import _EXACT_GAP, _wolfe_bounds
+from .linalg import _run_scores
+from .solver import _stop_rule, _wolfe_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +25,8 @@ logger = logging.getLogger(__name__)
 _FAR = 1e150
 # Default working-memory budget of one batched solver call (queries are chunked).
 _CHUNK_BYTES = 1 << 28
+# Iterations of the solver's first pass (see _solve_queries).
+_SHORT_ITER = 32
 
 
 @torch.no_grad()
@@ -58,74 +59,76 @@ def hull_extent(x: Tensor) -> Tensor:
 class HullWarmStart:
     """A cache that makes repeated hull checks of slowly moving prototypes cheap.
 
-    Pass the same instance to successive :func:`hull_distance` calls (as the geometry callback
+    Pass the same instance to successive hull checks of the same runs (as the geometry callback
     does between checks): each call remembers every prototype's final corral (the inputs whose
-    convex combination is nearest to it) and whether it was within the tolerance of the hull.
-    The next call first tries the old corral of every prototype that was inside: one still
-    inside the hull of its old corral (within the tolerance) is answered by one small
-    least-squares solve instead of the active-set iteration. All others (prototypes that were
-    outside cannot be held by a corral) start the iteration from their old corral. Results are
-    certified exactly as without the cache (the bound comes from an actual convex combination of
-    inputs); only the last bits of distances at or below the tolerance can differ. The cache
-    resets itself when the shapes change.
+    convex combination is nearest to it) with its convex weights. The next call first evaluates
+    the old combination against the moved prototype: an actual convex combination of inputs,
+    so its distance is a certified upper bound, and the separating hyperplane through it a
+    certified lower bound, for ``O(K d + N d)`` per prototype. A prototype decided by these
+    bounds (or by its nearest input) skips the active-set iteration; the others are solved from
+    scratch. Results are certified exactly as without the cache; only distances within the
+    tolerance can differ. The cache resets itself when the shapes change, and also remembers
+    the data's :func:`~protoreg.geometry.resolution` (computed once per data set).
     """
 
     def __init__(self) -> None:
         self._key: tuple[int, int, int, int] | None = None
         self._corral: Tensor | None = None
-        self._inside: Tensor | None = None
+        self._weights: Tensor | None = None
+        self._scale_key: tuple[object, ...] | None = None
+        self._scale: Tensor | None = None
 
-    def hint(self, R: int, M: int, N: int, kcap: int, device: torch.device) -> Tensor | None:
-        """The stored corrals, (R, M, kcap) on ``device``, or ``None`` when the shapes differ."""
-        if self._key != (R, M, N, kcap) or self._corral is None:
+    def hint(self, R: int, M: int, N: int, kcap: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        """The stored corrals and weights, (R, M, K) each on ``device``, or ``None`` when the
+        shapes differ."""
+        if self._key != (R, M, N, kcap) or self._corral is None or self._weights is None:
             return None
-        return self._corral.to(device)
+        return self._corral.to(device), self._weights.to(device)
 
-    def inside(self, R: int, M: int, device: torch.device) -> Tensor | None:
-        """Which prototypes were within the tolerance at the last call, (R, M) bool on
-        ``device``; ``None`` when unknown (then every hinted prototype is tried)."""
-        if self._inside is None or self._corral is None or tuple(self._inside.shape) != (R, M):
-            return None
-        return self._inside.to(device)
+    def store(self, R: int, M: int, N: int, kcap: int, flat: Tensor, corral: Tensor, weights: Tensor) -> None:
+        """Remember ``corral[i]`` (input indices, ``-1`` unused) and its convex ``weights[i]``
+        for flat query ``flat[i]`` (only as many slots as the widest corral uses)."""
+        used = corral >= 0
+        order = (~used).to(torch.int8).argsort(dim=1, stable=True)  # used slots first
+        width = max(1, int(used.sum(dim=1).max())) if corral.numel() else 1
+        c = corral.gather(1, order)[:, :width]
+        w = weights.gather(1, order)[:, :width]
+        full_c = torch.full((R * M, width), -1, dtype=torch.long, device=corral.device)
+        full_w = torch.zeros((R * M, width), dtype=_F64, device=corral.device)
+        full_c[flat], full_w[flat] = c, w
+        self._key = (R, M, N, kcap)
+        self._corral, self._weights = full_c.view(R, M, width), full_w.view(R, M, width)
 
-    def store(
-        self, R: int, M: int, N: int, kcap: int, flat: Tensor, corral: Tensor, inside: Tensor | None = None
-    ) -> None:
-        """Remember ``corral[i]`` (input indices, ``-1`` unused) for flat query ``flat[i]``,
-        and ``inside[i]`` (within the tolerance) when given."""
-        full = torch.full((R * M, kcap), -1, dtype=torch.long, device=corral.device)
-        # used slots first (the hint check takes slot 0 as its origin)
-        order = (corral < 0).to(torch.int8).argsort(dim=1, stable=True)
-        full[flat] = corral.gather(1, order)
-        self._key, self._corral = (R, M, N, kcap), full.view(R, M, kcap)
-        if inside is None:
-            self._inside = None
-        else:
-            ins = torch.zeros(R * M, dtype=torch.bool, device=corral.device)
-            ins[flat] = inside
-            self._inside = ins.view(R, M)
+    def scale(self, x: Tensor) -> Tensor:
+        """:func:`~protoreg.geometry.resolution` of ``x`` (R, N, d), computed once per data."""
+        from .margin import resolution
+
+        key = (tuple(x.shape), x.dtype, str(x.device), float(x.detach().double().sum()), float(x.detach().double().square().sum()))
+        if self._scale is None or self._scale_key != key:
+            self._scale, self._scale_key = resolution(x), key
+        return self._scale.to(x.device)
 
     def clear(self) -> None:
         """Forget everything (the next call starts cold)."""
-        self._key, self._corral, self._inside = None, None, None
+        self._key, self._corral, self._weights = None, None, None
+        self._scale_key, self._scale = None, None
 
     def state_dict(self) -> dict[str, object]:
         """Plain, checkpoint-safe state (a list and tensors)."""
-        if self._key is None or self._corral is None:
+        if self._key is None or self._corral is None or self._weights is None:
             return {}
-        state: dict[str, object] = {"key": list(self._key), "corral": self._corral.detach().cpu()}
-        if self._inside is not None:
-            state["inside"] = self._inside.detach().cpu()
-        return state
+        return {"key": list(self._key), "corral": self._corral.detach().cpu(), "weights": self._weights.detach().cpu()}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restore :meth:`state_dict` output; anything malformed clears the cache."""
-        key, corral, inside = state.get("key"), state.get("corral"), state.get("inside")
-        if isinstance(key, (list, tuple)) and len(key) == 4 and isinstance(corral, Tensor):
+        """Restore :meth:`state_dict` output; anything malformed (or an older format) clears
+        the cache."""
+        key, corral, weights = state.get("key"), state.get("corral"), state.get("weights")
+        if (
+            isinstance(key, (list, tuple)) and len(key) == 4 and isinstance(corral, Tensor) and isinstance(weights, Tensor)
+            and corral.dim() == 3 and tuple(weights.shape) == tuple(corral.shape)
+        ):
             self._key = (int(key[0]), int(key[1]), int(key[2]), int(key[3]))
-            self._corral = corral.to(torch.long)
-            ok = isinstance(inside, Tensor) and tuple(inside.shape) == tuple(corral.shape[:2])
-            self._inside = inside.to(torch.bool) if ok else None  # type: ignore[union-attr]
+            self._corral, self._weights = corral.to(torch.long), weights.to(_F64)
         else:
             self.clear()
 
@@ -134,17 +137,19 @@ def _hull_bounds(
     prototypes: Tensor,
     x: Tensor,
     *,
-    tol: float,
+    tol: float | Tensor,
     max_iter: int,
-    threshold: float | None,
+    threshold: float | Tensor | None,
     warm: HullWarmStart | None = None,
     chunk_bytes: int = _CHUNK_BYTES,
+    both: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Bounds on hull distances in original units.
 
-    With ``warm``, queries whose previous corral still holds them (within the
-    tolerance) are answered without the solver, and ``warm`` is updated.
-    ``chunk_bytes`` bounds the solver's working memory (see :func:`hull_distance`).
+    ``tol`` and ``threshold`` are relative to the extent, one number or one per run (R,).
+    With ``warm``, queries decided by their previous corral skip the solver, and ``warm`` is
+    updated. ``chunk_bytes`` bounds the working memory of every step (see :func:`hull_distance`).
+    ``both``: a query stops only once it is within ``tol`` and ``dist > threshold`` is decided.
 
     Returns
     -------
@@ -155,8 +160,9 @@ def _hull_bounds(
         :func:`hull_extent` of ``x``.
     """
     _check_pair(prototypes, x)
-    if not (tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite non-negative number, got {tol}")
+    for name, v in (("tol", tol), ("threshold", threshold)):
+        if v is not None and not bool(torch.all(torch.as_tensor(v, dtype=_F64) >= 0) & torch.all(torch.isfinite(torch.as_tensor(v, dtype=_F64)))):
+            raise ValueError(f"{name} must be a finite non-negative number, got {v}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if chunk_bytes < 1:
@@ -208,8 +214,11 @@ def _hull_bounds(
     flat = query.flatten().nonzero().squeeze(1)
     run = torch.div(flat, M, rounding_mode="floor")
     pq = pn.reshape(R * M, d)[flat]
+    tol_r = torch.as_tensor(tol, dtype=_F64, device=device).expand(R)
+    thr_r = None if threshold is None else torch.as_tensor(threshold, dtype=_F64, device=device).expand(R)
     u, l = _solve_queries(
-        pq, xn, run, flat, M, tol=tol, threshold=threshold, max_iter=max_iter, warm=warm, chunk_bytes=chunk_bytes
+        pq, xn, run, flat, M, tol=tol_r[run], threshold=None if thr_r is None else thr_r[run],
+        both=both, max_iter=max_iter, warm=warm, chunk_bytes=chunk_bytes,
     )
     ub_flat = ub.flatten()
     lb_flat = lb.flatten()
@@ -241,6 +250,76 @@ def _far_distances(P: Tensor, center: Tensor, far: Tensor) -> Tensor:
     return torch.where(fin_c, far_d, far_d2)
 
 
+def _bounds_at(q: Tensor, p: Tensor, run: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+    """Certificates of the feasible points ``q`` (a, d) for the queries ``p`` (a, d).
+
+    ``ub = ||q - p||`` (``q`` is a convex combination of inputs) and the separating-hyperplane
+    bound ``lb = max(0, (min_i <x_i, q - p> - <q - p, p>) / ub)`` (the hyperplane through ``q``
+    normal to ``p - q``): ``lb <= dist <= ub``.
+    """
+    z = q - p
+    ub = torch.linalg.vector_norm(z, dim=1)
+    smin = _run_scores(z, run, xt).amin(dim=1)
+    safe = torch.where(ub > 0, ub, torch.ones_like(ub))
+    lb = torch.where(ub > 0, ((smin - (z * p).sum(-1)) / safe).clamp(min=0.0), torch.zeros_like(ub))
+    return ub, lb
+
+
+def _screen(pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, chunk_bytes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Nearest input of every query and the certificates there, in chunks: ``(nn, ub, lb)``.
+
+    The nearest input is searched in float32 (a BLAS product, ``O(Q N d)``); ``ub``, its
+    distance, is then computed exactly in float64, so it is a certified upper bound whichever
+    input the search picked. The separating-hyperplane bound ``lb`` (another ``O(N d)`` per
+    query, float64) is computed only where ``ub > tol`` (elsewhere ``ub - 0 <= tol`` already
+    settles the distance, and ``lb = 0``).
+    """
+    R, N, d = xn.shape
+    Q = pq.shape[0]
+    x32 = xn.float()
+    xt32, xt = x32.transpose(1, 2), xn.transpose(1, 2)
+    sq32 = (x32 * x32).sum(-1)
+    nn = torch.empty(Q, dtype=torch.long, device=pq.device)
+    block = max(1, chunk_bytes // (4 * (2 * N + 2 * d)))
+    for s in range(0, Q, block):
+        r = run[s : s + block]
+        nn[s : s + block] = (sq32[r] - 2.0 * _run_scores(pq[s : s + block].float(), r, xt32)).argmin(dim=1)
+    del x32, xt32, sq32
+    ub = torch.linalg.vector_norm(xn[run, nn] - pq, dim=1)
+    lb = torch.zeros(Q, dtype=_F64, device=pq.device)
+    need = (ub > tol).nonzero().squeeze(1)
+    block = max(1, chunk_bytes // (8 * (2 * N + 4 * d)))
+    for s in range(0, need.numel(), block):
+        a = need[s : s + block]
+        lb[a] = _bounds_at(xn[run[a], nn[a]], pq[a], run[a], xt)[1]
+    return nn, ub, lb
+
+
+def _hint_bounds(pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: Tensor, chunk_bytes: int) -> tuple[Tensor, Tensor]:
+    """Certificates at the stored convex combinations ``sum_k weights[a, k] x[corral[a, k]]``.
+
+    Rows without a stored corral (``corral[a, 0] < 0``) or with weights that are not a convex
+    combination get ``(inf, 0)``.
+    """
+    R, N, d = xn.shape
+    Q, K = corral.shape
+    xt = xn.transpose(1, 2)
+    ub = torch.full((Q,), math.inf, dtype=_F64, device=pq.device)
+    lb = torch.zeros(Q, dtype=_F64, device=pq.device)
+    valid = corral >= 0
+    w = torch.where(valid, weights.clamp(min=0.0), 0.0)
+    total = w.sum(dim=1)
+    ok = valid[:, 0] & (total > 0) & (corral < N).all(dim=1)
+    rows = ok.nonzero().squeeze(1)
+    block = max(1, chunk_bytes // (8 * (K * d + 3 * N + 4 * d)))
+    for s in range(0, rows.numel(), block):
+        a = rows[s : s + block]
+        xs = xn[run[a, None], corral[a].clamp(min=0)]  # (b, K, d)
+        q = torch.bmm((w[a] / total[a, None])[:, None, :], xs).squeeze(1)
+        ub[a], lb[a] = _bounds_at(q, pq[a], run[a], xt)
+    return ub, lb
+
+
 def _solve_queries(
     pq: Tensor,
     xn: Tensor,
@@ -248,116 +327,98 @@ def _solve_queries(
     flat: Tensor,
     M: int,
     *,
-    tol: float,
-    threshold: float | None,
+    tol: Tensor,
+    threshold: Tensor | None,
+    both: bool,
     max_iter: int,
     warm: HullWarmStart | None,
     chunk_bytes: int,
 ) -> tuple[Tensor, Tensor]:
-    """Solver bounds ``(ub, lb)`` (normalised units) for the queries ``pq`` (Q, d).
+    """Certified bounds ``(ub, lb)`` (normalised units) for the queries ``pq`` (Q, d).
 
-    ``xn`` (R, N, d) are the normalised inputs, ``run`` (Q,) the run of each
-    query and ``flat`` (Q,) its index in the flattened ``(R, M)`` grid (the key
-    of the warm-start cache). With ``warm``, hinted queries still held by their
-    old corral skip the solver, the others start from it (and are redone cold
-    if that stalls); ``warm`` is then updated. Logs a warning when queries stop
-    before meeting the tolerance.
+    ``xn`` (R, N, d) are the normalised inputs, ``run`` (Q,) the run of each query, ``flat``
+    (Q,) its index in the flattened ``(R, M)`` grid (the key of the warm-start cache), ``tol``
+    and ``threshold`` (Q,) its tolerances. Three stages, each certified and chunked to
+    ``chunk_bytes``:
+
+    1. the nearest input: ``ub`` its distance, ``lb`` the separating hyperplane through it;
+    2. with ``warm``, the same two bounds at the previous call's convex combination;
+    3. the queries these do not settle go to the active-set solver
+       (:func:`~protoreg.geometry.solver._wolfe_bounds`), with chunks sized for its largest
+       corral.
+
+    ``warm`` is then updated. Logs a warning when queries stop before meeting the tolerance.
     """
     device = pq.device
     R, N, d = xn.shape
-    # bound the solver's working memory: per query roughly two (K, K)
-    # matrices, the (K, d) corral and a few length-N score rows
-    k1 = min(N, d + 1) + 1
-    per_query = 8 * (2 * k1 * k1 + k1 * d + 3 * N + 4 * d)
-    chunk = max(1, chunk_bytes // per_query)
-    # Gram matrix for O(1) look-ups of <x_k, x_new> when it fits the budget
-    gram = torch.bmm(xn, xn.transpose(1, 2)) if R * N * N * 8 <= chunk_bytes else None
-    u = torch.empty(flat.numel(), dtype=_F64, device=device)
-    l = torch.empty_like(u)
+    Q = pq.shape[0]
     kcap = min(N, d + 1)
-    corral = torch.full((flat.numel(), kcap), -1, dtype=torch.long, device=device) if warm is not None else None
-    todo = torch.arange(flat.numel(), device=device)
+    nn, u, l = _screen(pq, xn, run, tol, chunk_bytes)
+    corral = torch.full((Q, kcap), -1, dtype=torch.long, device=device)
+    weights = torch.zeros((Q, kcap), dtype=_F64, device=device)
+    corral[:, 0], weights[:, 0] = nn, 1.0
+    done = _stop_rule(u, l, u, tol, threshold, both)
     hint = warm.hint(R, M, N, kcap, device) if warm is not None else None
-    h = None
-    stop = tol if threshold is None else max(tol, threshold)
-    if hint is not None and corral is not None:
-        h = hint.reshape(R * M, kcap)[flat]
-        # only a prototype that was inside can still be held by its corral
-        was_in = warm.inside(R, M, device) if warm is not None else None
-        tried = (h[:, 0] >= 0) if was_in is None else (h[:, 0] >= 0) & was_in.flatten()[flat]
-        tried = tried.nonzero().squeeze(1)
-        held = torch.zeros(flat.numel(), dtype=torch.bool, device=device)
-        if tried.numel():
-            ub_h = _corral_upper_bound(pq[tried], xn, run[tried], h[tried])
-            ok = ub_h <= stop
-            held[tried[ok]] = True
-            u[tried[ok]], l[tried[ok]] = ub_h[ok], 0.0
-        corral[held] = h[held]
-        todo = (~held).nonzero().squeeze(1)
-    solve = partial(
-        _solve_chunks, pq=pq, xn=xn, run=run, gram=gram, u=u, l=l, corral=corral, chunk=chunk,
-        tol=tol, threshold=threshold, max_iter=max_iter,
-    )
-    iters, unresolved = solve(todo, h)
-    if h is not None and unresolved:
-        # a warm start that stalled (a poor hint) is redone from scratch: hints never cost accuracy
-        gap = u[todo] - l[todo]
-        done = (gap <= tol) | (gap <= _EXACT_GAP) | (u[todo] == 0)
-        if threshold is not None:
-            done |= (u[todo] <= threshold) | (l[todo] > threshold)
-        iters_cold, unresolved = solve(todo[~done], None)
-        iters = max(iters, iters_cold)
-    if warm is not None and corral is not None:
-        warm.store(R, M, N, kcap, flat, corral, inside=u <= stop)
+    if hint is not None and not bool(done.all()):
+        open_ = (~done).nonzero().squeeze(1)
+        hc = hint[0].reshape(R * M, -1)[flat[open_]]
+        hw = hint[1].reshape(R * M, -1)[flat[open_]]
+        uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, chunk_bytes)
+        better = uh < u[open_]
+        upd = open_[better]
+        corral[upd] = -1
+        corral[upd, : hc.shape[1]] = hc[better]
+        weights[upd] = 0.0
+        weights[upd, : hw.shape[1]] = hw[better]
+        u[open_] = torch.minimum(u[open_], uh)
+        l[open_] = torch.maximum(l[open_], lh)
+        done = _stop_rule(u, l, u, tol, threshold, both)
+    todo = (~done).nonzero().squeeze(1)
+    iters = unresolved = 0
+    to_solver = todo.numel()
+    # Gram matrix for O(1) look-ups of <x_k, x_new> when it fits the budget
+    gram = torch.bmm(xn, xn.transpose(1, 2)) if todo.numel() and R * N * N * 8 <= chunk_bytes else None
+    # Two passes: most queries settle within a few dozen iterations, so their corrals stay small
+    # and many fit one chunk; only those still open after _SHORT_ITER iterations are solved
+    # again (from scratch) in chunks sized for the largest corral, min(N, d + 1) points.
+    passes = [(min(max_iter, _SHORT_ITER), False), (max_iter, True)] if kcap > 2 * _SHORT_ITER else [(max_iter, True)]
+    for its, last in passes:
+        if todo.numel() == 0:
+            break
+        # per query roughly two (K, K) matrices, the (K, d) corral and a few length-N score rows
+        k1 = (kcap if last else min(kcap, 2 * _SHORT_ITER)) + 1
+        per_query = 8 * (2 * k1 * k1 + k1 * d + 3 * N + 4 * d)
+        chunk = max(1, chunk_bytes // per_query)
+        for c0 in range(0, todo.numel(), chunk):
+            idx = todo[c0 : c0 + chunk]
+            c_out = torch.full((idx.numel(), kcap), -1, dtype=torch.long, device=device)
+            w_out = torch.zeros((idx.numel(), kcap), dtype=_F64, device=device)
+            ub_c, lb_c, it_c, un_c = _wolfe_bounds(
+                pq[idx], xn, run[idx], gram, tol=tol[idx], threshold=None if threshold is None else threshold[idx],
+                max_iter=its, corral_out=c_out, weights_out=w_out, both=both,
+            )
+            better = ub_c < u[idx]
+            corral[idx[better]], weights[idx[better]] = c_out[better], w_out[better]
+            u[idx] = torch.minimum(u[idx], ub_c)
+            l[idx] = torch.maximum(l[idx], lb_c)
+            iters = max(iters, it_c)
+            if last:
+                unresolved += un_c
+        if not last:
+            todo = todo[~_stop_rule(u[todo], l[todo], u[todo], tol[todo], None if threshold is None else threshold[todo], both)]
+    if warm is not None:
+        warm.store(R, M, N, kcap, flat, corral, weights)
     logger.debug(
-        "hull distance: %d queries, N=%d, d=%d, %d iterations, %d unresolved",
-        flat.numel(), N, d, iters, unresolved,
+        "hull distance: %d queries, N=%d, d=%d, %d to the solver, %d iterations, %d unresolved",
+        Q, N, d, to_solver, iters, unresolved,
     )
     if unresolved:
         logger.warning(
             "hull distance: %d of %d queries stopped before meeting the tolerance "
             "(max_iter=%d or floating-point resolution reached)",
-            unresolved, flat.numel(), max_iter,
+            unresolved, Q, max_iter,
         )
     return u, l
-
-
-def _solve_chunks(
-    todo: Tensor,
-    init: Tensor | None,
-    *,
-    pq: Tensor,
-    xn: Tensor,
-    run: Tensor,
-    gram: Tensor | None,
-    u: Tensor,
-    l: Tensor,
-    corral: Tensor | None,
-    chunk: int,
-    tol: float,
-    threshold: float | None,
-    max_iter: int,
-) -> tuple[int, int]:
-    """Solve the queries ``todo`` in chunks of ``chunk``, writing ``u``, ``l`` (and ``corral``).
-
-    ``init`` (one hint row per query, or ``None``) warm-starts the solver.
-    Returns the largest iteration count of a chunk and the number of
-    unresolved queries.
-    """
-    iters = missed = 0
-    kcap = min(xn.shape[1], xn.shape[2] + 1)
-    for c0 in range(0, todo.numel(), chunk):
-        idx = todo[c0 : c0 + chunk]
-        part = None if corral is None else torch.full((idx.numel(), kcap), -1, dtype=torch.long, device=u.device)
-        u[idx], l[idx], it_c, un_c = _wolfe_bounds(
-            pq[idx], xn, run[idx], gram, tol=tol, threshold=threshold, max_iter=max_iter, corral_out=part,
-            init=init[idx] if init is not None else None,
-        )
-        if corral is not None and part is not None:
-            corral[idx] = part
-        iters = max(iters, it_c)
-        missed += un_c
-    return iters, missed
 
 
 # --------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """Batched linear-algebra kernels of the hull solver (:mod:`protoreg.geometry.solver`).
 
 Scores of queries against their run's inputs, row-subset matrix products and rank-one
-updates, exact and least-squares corral solves, and the upper bound of a hinted corral
-(:class:`protoreg.geometry.HullWarmStart`).
+updates, exact and least-squares corral solves.
 """
 
 from __future__ import annotations
@@ -150,40 +149,3 @@ def _corral_lstsq(xs: Tensor, mask: Tensor, p: Tensor) -> Tensor:
     c = torch.where(use, c, 0.0)
     c[ar, ref] = 1.0 - c.sum(dim=1)
     return torch.where(mask, c, 0.0)
-
-
-def _corral_upper_bound(p: Tensor, xn: Tensor, run: Tensor, hint: Tensor) -> Tensor:
-    """Distance from each query to the best convex combination of its hinted inputs.
-
-    For query ``a`` with hinted input indices ``hint[a]`` (``-1`` unused, used ones first) the
-    affine least-squares weights are computed (minimum-norm least squares), clipped to be
-    non-negative and renormalised, so the point ``q`` is a convex combination of inputs and
-    ``||q - p||`` is a valid upper bound on the hull distance whatever the hint. ``inf`` where a
-    query has no hint.
-    """
-    valid = hint >= 0
-    has = valid[:, 0]
-    idx = hint.clamp(min=0)
-    xs = xn[run[:, None], idx]  # (Q, K, d)
-    x0 = xs[:, 0]
-    edges = (xs[:, 1:] - x0[:, None, :]) * valid[:, 1:, None]  # (Q, K-1, d), zero rows unused
-    if edges.shape[1] > 0:
-        E, rhs = edges.transpose(1, 2), (p - x0)[:, :, None]
-        if E.device.type == "cpu":
-            # the SVD-based minimum-norm driver: the pseudo-inverse's solution without forming the
-            # pseudo-inverse (about 1.5x faster for 64-D corrals). Not "gelsy": batched, it mixes
-            # up the column pivots of exactly dependent columns and returns wrong solutions.
-            c = torch.linalg.lstsq(E, rhs, driver="gelsd").solution.squeeze(2)
-        else:  # other devices offer only the full-rank driver
-            c = torch.bmm(torch.linalg.pinv(E), rhs).squeeze(2)
-        c = c * valid[:, 1:]
-        lam = torch.cat((1.0 - c.sum(1, keepdim=True), c), dim=1)
-    else:
-        lam = torch.ones_like(valid, dtype=_F64)
-    lam = torch.where(valid, lam.clamp(min=0.0), 0.0)
-    total = lam.sum(1, keepdim=True)
-    ok = has & (total[:, 0] > 0)
-    lam = lam / torch.where(total > 0, total, torch.ones_like(total))
-    q = torch.bmm(lam[:, None, :], xs).squeeze(1)
-    ub = torch.linalg.vector_norm(q - p, dim=1)
-    return torch.where(ok & torch.isfinite(ub), ub, math.inf)

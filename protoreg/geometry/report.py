@@ -9,7 +9,11 @@ from torch import Tensor
 
 from ._common import _F64, _check_pair
 from .collapse import dead_units, duplicate_prototypes, min_prototype_gap
-from .hull import HullWarmStart, hull_distance, hull_extent, outside_hull
+from .hull import HullWarmStart, hull_extent
+from .margin import DEFAULT_MARGIN, DEFAULT_REL_TOL, hull_check
+
+#: Prototypes within this fraction of the data's extent of an earlier one count as duplicates.
+DUPLICATE_REL_TOL = 1e-6
 
 
 @torch.no_grad()
@@ -19,8 +23,10 @@ def geometry_report(
     hidden: Tensor | None = None,
     *,
     wins: Tensor | None = None,
-    rel_tol: float = 1e-6,
+    margin: float = DEFAULT_MARGIN,
+    rel_tol: float = DEFAULT_REL_TOL,
     warm: HullWarmStart | None = None,
+    scale: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """All geometry diagnostics of a batch of runs.
 
@@ -35,12 +41,14 @@ def geometry_report(
         :func:`protoreg.evaluate.stream_responses` counts without an N x M tensor);
         ``dead_units`` is then the number of units with none. Exactly one of
         ``hidden`` and ``wins`` is given.
-    rel_tol : float, default 1e-6
-        Relative tolerance (times :func:`hull_extent` of ``x``) used for the
-        hull distances (``tol``), the outside flags and duplicate detection.
+    margin, rel_tol : float
+        The margin of the outside flags and the accuracy of the distances, as fractions of the
+        data's resolution (:func:`~protoreg.geometry.hull_check`).
     warm : HullWarmStart, optional
         Cache carried between successive reports of the same runs (see
         :class:`HullWarmStart`).
+    scale : Tensor, shape (R,), optional
+        The data's resolution, when already known.
 
     Returns
     -------
@@ -57,12 +65,13 @@ def geometry_report(
         ``min_prototype_gap`` (float64)
             :func:`min_prototype_gap`;
         ``duplicate_prototypes`` (long)
-            :func:`duplicate_prototypes` with ``extent = hull_extent(x)``;
+            :func:`duplicate_prototypes` with ``extent = hull_extent(x)`` and
+            ``rel_tol =`` :data:`DUPLICATE_REL_TOL`;
         ``dead_units`` (long)
             :func:`dead_units` of ``hidden``;
 
-        and per-unit ``(R, M)`` tensors ``hull_distance`` (float64) and
-        ``outside`` (bool).
+        per-unit ``(R, M)`` tensors ``hull_distance`` (float64) and
+        ``outside`` (bool), and ``hull_resolution`` (R,), the data's resolution.
 
     Memory: in 1-D nothing of size N x M or M x M (the hull is an interval, the
     collapse checks run on sorted positions); in d >= 2 the hull solver and the
@@ -78,8 +87,8 @@ def geometry_report(
         )
     if wins is not None and wins.shape != (R, M):
         raise ValueError(f"wins must have shape {(R, M)}, got {tuple(wins.shape)}")
-    dist = hull_distance(prototypes, x, tol=rel_tol, warm=warm)
-    outside = outside_hull(prototypes, x, rel_tol=rel_tol, distances=dist)
+    hc = hull_check(prototypes, x, margin=margin, rel_tol=rel_tol, warm=warm, scale=scale)
+    dist, outside = hc.distance, hc.outside
     ext = hull_extent(x)
     if M > 0:
         frac = outside.to(_F64).mean(dim=1)
@@ -89,7 +98,7 @@ def geometry_report(
         frac = torch.zeros(R, dtype=_F64, device=dist.device)
         mean_d = torch.full((R,), math.nan, dtype=_F64, device=dist.device)
         max_d = mean_d.clone()
-    gap, dup = min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=rel_tol, extent=ext)
+    gap, dup = min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=DUPLICATE_REL_TOL, extent=ext)
     dead = dead_units(hidden) if hidden is not None else (wins == 0).sum(dim=1)
     return {
         "outside_hull_frac": frac,
@@ -100,4 +109,5 @@ def geometry_report(
         "dead_units": dead,
         "hull_distance": dist,
         "outside": outside,
+        "hull_resolution": hc.scale,
     }

@@ -59,8 +59,7 @@ Implementation
 :class:`_CorralState` (the parallel per-query tensors) and a :class:`_Problem`
 (the fixed inputs and the outputs), both in :mod:`protoreg.geometry.corral`:
 
-* :func:`_start` -- cold start at the nearest input, or a warm start from
-  hinted corrals (:meth:`_CorralState.refresh`);
+* :func:`_start` -- start at the nearest input;
 * :func:`_certify` -- bounds at the current point, the stopping rule
   (:meth:`_Problem.finish`), the Frank-Wolfe vertex and its line-search weight;
 * :func:`_make_room` and :func:`_enter` -- the major step: the vertex enters
@@ -96,11 +95,27 @@ _CANCEL = 1e-1
 _DEPENDENT = 1e-16
 
 
+def _stop_rule(ub: Tensor, lb: Tensor, dist: Tensor, tol: Tensor, threshold: Tensor | None, both: bool) -> Tensor:
+    """Which queries are finished, given their bounds ``lb <= dist <= ub``.
+
+    Converged (``ub - lb <= tol``, numerically exact, or at distance 0); with a ``threshold``,
+    decided (``ub <= threshold`` or ``lb > threshold``): either one suffices, or with ``both``
+    the query must be converged *and* decided (numerically exact always stops).
+    """
+    gap = ub - lb
+    exact = (gap <= _EXACT_GAP) | (dist == 0)
+    conv = gap <= tol
+    if threshold is None:
+        return conv | exact
+    decided = (ub <= threshold) | (lb > threshold)
+    return exact | (conv & decided) if both else exact | conv | decided
+
+
 # --------------------------------------------------------------------------
 # phases
 # --------------------------------------------------------------------------
-def _start(prob: _Problem, init: Tensor | None) -> _CorralState:
-    """Initial state: every query's corral is its nearest input, or its hint (``init``)."""
+def _start(prob: _Problem) -> _CorralState:
+    """Initial state: every query's corral is its nearest input."""
     p, xn, run, sq = prob.p, prob.xn, prob.run, prob.sq
     Q = p.shape[0]
     device = p.device
@@ -122,30 +137,7 @@ def _start(prob: _Problem, init: Tensor | None) -> _CorralState:
         lb=torch.zeros(Q, dtype=_F64, device=device),
         last=torch.full((Q,), math.inf, dtype=_F64, device=device),
     )
-    if init is not None and Q > 0 and bool((init[:, 0] >= 0).any()):
-        _warm_start(prob, st, init, near)
     return st
-
-
-def _warm_start(prob: _Problem, st: _CorralState, init: Tensor, near: Tensor) -> None:
-    """Every hinted query starts from its given corral (with a minor step from its centroid)."""
-    p, xn, run = prob.p, prob.xn, prob.run
-    Q, device = p.shape[0], p.device
-    hinted = init[:, 0] >= 0
-    K = prob.kcap
-    slot0 = torch.zeros(Q, K, dtype=torch.bool, device=device)
-    slot0[:, 0] = True
-    mask = torch.where(hinted[:, None], init >= 0, slot0)
-    S = torch.where(mask, init.clamp(min=0), 0)
-    S[:, 0] = torch.where(hinted, S[:, 0], near)
-    xs = torch.where(mask[..., None], xn[run[:, None], S], 0.0)
-    st.S, st.mask, st.xs = S, mask, xs
-    st.bs = torch.where(mask, (xs * p[:, None, :]).sum(-1), 0.0)
-    st.lam = mask.to(_F64) / mask.sum(1, keepdim=True)
-    st.Hinv = torch.eye(K, dtype=_F64, device=device).repeat(Q, 1, 1)
-    st.U = torch.zeros(Q, K, 2, dtype=_F64, device=device)
-    st.refresh(torch.arange(Q, device=device))
-    st.major = ~hinted
 
 
 def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
@@ -187,10 +179,7 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
     lb_m = torch.maximum(st.lb[mj], lb_new)
     st.ub[mj] = ub_m
     st.lb[mj] = lb_m
-    gap = ub_m - lb_m
-    stop = (gap <= prob.tol) | (gap <= _EXACT_GAP) | (dist == 0)
-    if prob.threshold is not None:
-        stop |= (ub_m <= prob.threshold) | (lb_m > prob.threshold)
+    stop = _stop_rule(ub_m, lb_m, dist, prob.tol[st.qid[mj]], None if prob.threshold is None else prob.threshold[st.qid[mj]], prob.both)
     in_corral = ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
     # numerical trouble (the FW vertex is already in the corral, or no
     # decrease): switch the query to least-squares corral solves,
@@ -376,11 +365,12 @@ def _wolfe_bounds(
     run: Tensor,
     gram: Tensor | None,
     *,
-    tol: float,
-    threshold: float | None,
+    tol: float | Tensor,
+    threshold: float | Tensor | None,
     max_iter: int,
     corral_out: Tensor | None = None,
-    init: Tensor | None = None,
+    weights_out: Tensor | None = None,
+    both: bool = False,
 ) -> tuple[Tensor, Tensor, int, int]:
     """Certified bounds on ``dist(p[a], conv xn[run[a]])`` for every query.
 
@@ -405,21 +395,20 @@ def _wolfe_bounds(
     gram : Tensor, shape (R, N, N), float64, or None
         ``xn xn^T`` for O(1) look-ups of inner products (computed on the fly
         when ``None``).
-    tol : float
+    tol : float or Tensor (Q,)
         Stop a query once ``ub - lb <= tol``.
-    threshold : float or None
+    threshold : float or Tensor (Q,) or None
         Decision mode: additionally stop once ``ub <= threshold`` or
         ``lb > threshold`` (the comparison ``dist > threshold`` is decided).
+    both : bool
+        With a ``threshold``: stop only once a query is both within ``tol`` and decided.
     max_iter : int
         Maximum number of (major or minor) iterations.
     corral_out : Tensor, shape (Q, min(N, d + 1)), long, optional
         Filled with each query's final corral (input indices, ``-1`` for
         unused slots): a warm start for the next call (:class:`HullWarmStart`).
-    init : Tensor, shape (Q, min(N, d + 1)), long, optional
-        A starting corral per query (used slots first, ``-1`` unused; a row
-        starting with ``-1`` starts cold at its nearest input). Hinted rows
-        begin with a minor step from the corral's centroid. Any hint is safe:
-        the bounds are certified from the iterates whatever the start.
+    weights_out : Tensor, shape (Q, min(N, d + 1)), float64, optional
+        Filled with the convex weights of that corral (0 for unused slots).
 
     Returns
     -------
@@ -437,12 +426,15 @@ def _wolfe_bounds(
     if Q == 0:
         return ub_out, lb_out, 0, 0
     N, d = xn.shape[1], xn.shape[2]
+    tol_q = torch.as_tensor(tol, dtype=_F64, device=p.device).expand(Q)
+    thr_q = None if threshold is None else torch.as_tensor(threshold, dtype=_F64, device=p.device).expand(Q)
     prob = _Problem(
         p=p, xn=xn, run=run, xt=xn.transpose(1, 2), sq=(xn * xn).sum(-1),
         gram_flat=gram.reshape(-1) if gram is not None else None, kcap=min(N, d + 1),
-        tol=tol, threshold=threshold, ub_out=ub_out, lb_out=lb_out, corral_out=corral_out,
+        tol=tol_q, threshold=thr_q, ub_out=ub_out, lb_out=lb_out, corral_out=corral_out,
+        weights_out=weights_out, both=both,
     )
-    st = _start(prob, init)
+    st = _start(prob)
     it = 0
     while it < max_iter:
         n_live = int(st.live.sum())

@@ -25,7 +25,7 @@ from .grid import SweepRun, expand, grid_values
 
 #: Leading and trailing columns of ``results.csv``; swept keys and metrics go in between.
 HEAD_COLUMNS: tuple[str, ...] = ("run", "mask", "n", "seed")
-TAIL_COLUMNS: tuple[str, ...] = ("steps", "seconds", "status", "reason", "batch")
+TAIL_COLUMNS: tuple[str, ...] = ("steps", "seconds", "check_seconds", "status", "reason", "batch")
 
 
 @dataclass
@@ -57,8 +57,8 @@ class Plan:
 
 
 def result_columns(keys: Sequence[str]) -> list[str]:
-    """``run, mask, n, seed, <swept keys>, <metrics>, <image metrics>, steps, seconds, status,
-    reason, batch`` (image metrics are empty where the inputs are not images)."""
+    """``run, mask, n, seed, <swept keys>, <metrics>, <image metrics>, steps, seconds,
+    check_seconds, status, reason, batch`` (image metrics are empty where the inputs are not images)."""
     return [*HEAD_COLUMNS, *keys, *METRIC_NAMES, *IMAGE_METRIC_NAMES, *TAIL_COLUMNS]
 
 

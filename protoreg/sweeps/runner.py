@@ -79,19 +79,20 @@ def _num(v: Any) -> Any:
     return repr(v) if isinstance(v, float) else "" if v is None else v
 
 
-def result_row(run: SweepRun, res: RunOutcome, plan: Plan, *, seconds: float, index: int) -> dict[str, Any]:
-    """The ``results.csv`` row of a trained run."""
+def result_row(run: SweepRun, res: RunOutcome, plan: Plan, *, seconds: float, index: int, check_seconds: float = 0.0) -> dict[str, Any]:
+    """The ``results.csv`` row of a trained run (``seconds``, ``check_seconds``: its share of
+    its batch's training and geometry-check time)."""
     row: dict[str, Any] = {"run": run.name, "mask": run.mask, "n": int(plan.specs[run.name].x.shape[0]), "seed": run.seed}
     row.update({k: format_value(run.values[k]) for k in plan.keys})
     row.update({k: _num(res.metrics[k]) for k in (*METRIC_NAMES, *IMAGE_METRIC_NAMES)})
-    row.update(steps=res.steps, seconds=f"{seconds:.4f}", status=res.status, reason=res.reason, batch=index)
+    row.update(steps=res.steps, seconds=f"{seconds:.4f}", check_seconds=f"{check_seconds:.4f}", status=res.status, reason=res.reason, batch=index)
     return row
 
 
 def _copy_row(row: Mapping[str, Any], dup: SweepRun, plan: Plan) -> dict[str, Any]:
     """The result row of ``dup``, a run with the same effective settings as the run of ``row``."""
     out = dict(row)
-    out.update(run=dup.name, mask=dup.mask, seed=dup.seed, seconds="0.0000")
+    out.update(run=dup.name, mask=dup.mask, seed=dup.seed, seconds="0.0000", check_seconds="0.0000")
     out.update({k: format_value(dup.values[k]) for k in plan.keys})
     return out
 
@@ -132,7 +133,7 @@ def failed_row(run: SweepRun, plan: Plan, *, reason: str, index: int) -> dict[st
     """The ``results.csv`` row of a run whose whole group failed (no metrics: empty cells)."""
     row: dict[str, Any] = {"run": run.name, "mask": run.mask, "n": int(plan.specs[run.name].x.shape[0]), "seed": run.seed}
     row.update({k: format_value(run.values[k]) for k in plan.keys})
-    row.update(steps=0, seconds="0.0000", status="failed", reason=reason, batch=index)
+    row.update(steps=0, seconds="0.0000", check_seconds="0.0000", status="failed", reason=reason, batch=index)
     return row
 
 
@@ -271,7 +272,8 @@ def run_sweep(
                 rec.record([failed_row(r, plan, reason=res.error, index=idx) for r in runs], [])
             else:
                 per_run = res.seconds / len(runs)
-                rows = [result_row(r, o, plan, seconds=per_run, index=idx) for r, o in zip(runs, res.outcomes)]
+                per_check = res.check_seconds / len(runs)
+                rows = [result_row(r, o, plan, seconds=per_run, index=idx, check_seconds=per_check) for r, o in zip(runs, res.outcomes)]
                 rec.record(rows, [[r.name, *p] for r, o in zip(runs, res.outcomes) for p in prototype_rows(o.units, plan.dim())])
             trained += len(runs)
             progress.finished(res, plan)

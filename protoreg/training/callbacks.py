@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..evaluate import Evaluation, evaluate
-from ..geometry import HullWarmStart
+from ..geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullWarmStart
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class GeometryCallback(pl.Callback):
         every_n_steps: int = 100,
         on_expulsion: str = "warn",
         max_outside_frac: float = 0.0,
-        rel_tol: float = 1e-6,
+        margin: float = DEFAULT_MARGIN,
+        rel_tol: float = DEFAULT_REL_TOL,
         repulsors: Sequence[str] = (),
         advice: Sequence[str] = (),
         figures: bool = True,
@@ -63,6 +64,7 @@ class GeometryCallback(pl.Callback):
         self.recon_every_check_max = int(recon_every_check_max)
         self.on_expulsion = on_expulsion
         self.max_outside_frac = float(max_outside_frac)
+        self.margin = float(margin)
         self.rel_tol = float(rel_tol)
         self.repulsors = list(repulsors)
         self.advice = list(advice)
@@ -118,7 +120,7 @@ class GeometryCallback(pl.Callback):
     def _check(self, trainer: pl.Trainer, module: Any, *, final: bool) -> Evaluation:
         step = int(module.step_count)
         self._last_recon = self._recon_now(module, final)
-        ev = evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm, recon=self._last_recon)
+        ev = evaluate(module.model, module.x, module.y, margin=self.margin, rel_tol=self.rel_tol, warm=self._warm, recon=self._last_recon)
         self.last_report = ev
         self._last_checked = step
         outside = ev.outside
@@ -180,7 +182,7 @@ class GeometryCallback(pl.Callback):
         last = self.last_report
         if last is not None and self._last_checked == int(module.step_count) and self._last_recon:
             return last
-        return evaluate(module.model, module.x, module.y, rel_tol=self.rel_tol, warm=self._warm)
+        return evaluate(module.model, module.x, module.y, margin=self.margin, rel_tol=self.rel_tol, warm=self._warm)
 
     # -------------------------------------------------------------- hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -246,6 +248,7 @@ def geometry_callback(
         every_n_steps=every,
         on_expulsion=str(on_expulsion or cfg.geometry.on_expulsion),
         max_outside_frac=float(cfg.geometry.max_outside_frac),
+        margin=float(cfg.geometry.margin),
         rel_tol=float(cfg.geometry.rel_tol),
         repulsors=[a for a in active if losses[a].loss.role == "repulsor"],
         advice=["pair each repulsor with an active attractor (e.g. losses.coverage.weight > 0)"] if unpaired_repulsors(active, losses) else [],
