@@ -2,7 +2,8 @@
 
 Usage: ``python benchmarks/scale.py [--quick] [--steps S] [--case D:N ...] [--plot PNG]``. Each case runs in its own
 subprocess, so its peak resident memory (``resource.getrusage`` max RSS) is its own. Cases:
-1-D uniform data with N = 10^3, 10^4, 10^5 and 64-D uniform data with N = 10^3, 10^4 (minibatch
+1-D uniform data with N = 10^3, 10^4, 10^5, 64-D uniform data with N = 10^3, 10^4 and 784-D
+uniform data (the size of MNIST images) with N = 1,000 and 5,000 (minibatch
 1,024, coverage loss, float32, CPU, subnormals flushed as in ``fit``); ``--quick`` keeps
 N <= 10^4 and 20 steps; ``--case D:N`` (repeatable) runs only the named cases.
 """
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--plot", default=None, metavar="PNG", help="also draw the growth curves into this file")
     args = ap.parse_args()
     steps = args.steps or (20 if args.quick else 200)
-    cases = [(1_000, 1), (10_000, 1), (100_000, 1), (1_000, 64), (10_000, 64)]
+    cases = [(1_000, 1), (10_000, 1), (100_000, 1), (1_000, 64), (10_000, 64), (1_000, 784), (5_000, 784)]
     if args.quick:
         cases = [c for c in cases if c[0] <= 10_000]
     if args.case:

@@ -37,6 +37,8 @@ def test_fit_writes_every_artifact(tmp_path, capsys, no_autoload, fast):
     for key in ("fit_mse", "recon_error", "specialization_ratio", "outside_hull_frac", "n", "width", "seed", "losses"):
         assert key in m
     assert m["n"] == 8 and m["width"] == 8 and m["steps"] == 40 and m["status"] == "completed"
+    # the run's time is visible without the Python API: training, and the checks within it
+    assert 0 < m["check_seconds"] < m["train_seconds"]
     assert set(m["losses"]) == {"coverage", "separation"} and m["losses"]["separation"]["tau"] == 0.1
     rows = list(csv.DictReader((out / "prototypes.csv").open()))
     assert len(rows) == 8 and {"unit", "p0", "outside_hull"} <= set(rows[0])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import protoreg
@@ -18,6 +19,8 @@ from protoreg.cli import main
 from protoreg.errors import ConfigError, DataError
 from protoreg.evaluate import IMAGE_METRIC_NAMES
 from protoreg.metrics import image_metrics
+from protoreg.geometry import outside_hull
+from protoreg.training.callbacks import ExpulsionWarning
 
 pytestmark = pytest.mark.slow
 
@@ -137,3 +140,28 @@ def test_large_runs_compute_the_matching_only_at_the_final_check(tmp_path: Path,
         steps = [e.step for e in ea.Scalars("metric/recon_error")]
         assert steps == ([40] if limit == 1 else [0, 10, 20, 30, 40]), (limit, steps)
     assert outcomes[1].runs[0].metrics == outcomes[10**9].runs[0].metrics  # same numbers either way
+
+
+def test_a_28x28_image_run_on_its_images_is_not_called_expelled(tmp_path: Path, no_autoload: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """784-D image data where coverage holds every prototype on a training image: the exact test
+    would call them outside (every image is a vertex of the hull), the margin does not; fit,
+    prototypes.csv, check and reconstructions.png agree, and the run records its time."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 784)) < 0.2).astype(np.float32)  # 40 sparse binary 28x28 images
+    np.savez(tmp_path / "imgs.npz", x=x, y=np.eye(4, dtype=np.float32)[rng.integers(0, 4, 40)], image_shape=np.array([28, 28]))
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExpulsionWarning)  # no expulsion reported
+        run = protoreg.fit(f"data.path={tmp_path / 'imgs.npz'}", "train.steps=20", "train.lr=0.001", "train.log_every_n_steps=10",
+                           "geometry.every_n_steps=10", "trainer.accelerator=cpu", out=out)
+    m = run.metrics
+    exact = outside_hull(torch.as_tensor(run.prototypes)[None].double(), torch.as_tensor(x)[None].double())
+    assert exact.double().mean() > 0.5  # the exact test calls most of them outside
+    assert m["outside_hull_frac"] == 0.0 and m["recon_ssim"] is not None
+    assert m["train_seconds"] > m["check_seconds"] > 0
+    rows = list(csv.DictReader((out / "prototypes.csv").open()))
+    assert {r["outside_hull"] for r in rows} == {"0"} and max(float(r["hull_distance"]) for r in rows) < 0.5
+    assert (out / "reconstructions.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 0  # exit 1 would mean expulsion
+    assert "expulsion" not in capsys.readouterr().out

@@ -226,7 +226,10 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert header[:5] == ["run", "mask", "n", "seed", "data.n"]
     assert header[5:9] == ["fit_mse", "recon_error", "specialization_ratio", "outside_hull_frac"]
     assert header[5 : 5 + len(METRIC_NAMES)] == list(METRIC_NAMES)
-    assert header[-5:] == ["steps", "seconds", "status", "reason", "batch"]
+    assert header[-6:] == ["steps", "seconds", "check_seconds", "status", "reason", "batch"]
+    col = {h: i for i, h in enumerate(header)}
+    # each run's share of its batch's time, and of the geometry checks within it
+    assert all(0 < float(r[col["check_seconds"]]) < float(r[col["seconds"]]) for r in rows)
     assert len(rows) == 32 and {r[1] for r in rows} >= {"none", "coverage", "coverage+separation+overlap"}
     summary = (out / store.SUMMARY).read_text()
     for claim in ("C1", "C2", "C3", "C4"):
