@@ -1,39 +1,21 @@
 """Collapse diagnostics: prototypes that coincide, and hidden units that never win.
 
 :func:`min_prototype_gap` and :func:`duplicate_prototypes` compare prototypes
-pairwise (exact differences, memory bounded by row blocks), in 1-D on sorted
-positions in O(M log M) with the same distances and comparisons;
+pairwise (a float32 matrix-product screen with exact float64 differences wherever it could
+decide, memory bounded by row blocks), in 1-D on sorted positions in O(M log M) with the same
+distances and comparisons; :func:`gap_and_duplicates` gives both from one pairwise pass;
 :func:`dead_units` counts units that are no sample's strongest responder.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ._common import _F64, _check_points
-
-
-def _pairwise_dist_blocks(p: Tensor, block: int = 512) -> Iterator[tuple[int, int, Tensor]]:
-    """Yield ``(i0, i1, D)`` with ``D[r, a, b] = ||p[r, i0 + a] - p[r, b]||``.
-
-    ``p`` (R, M, d) must be finite.  Differences are taken directly (no
-    ``|a|^2 + |b|^2 - 2ab`` expansion) after an exact power-of-two rescaling
-    per run (no overflow of the squares), in row blocks of ``block``
-    prototypes to bound memory at ``R * block * M``.
-    """
-    M = p.shape[1]
-    big = p.abs().flatten(1).amax(dim=1) if p.numel() else p.new_zeros(p.shape[0])
-    scale = torch.where(big > 0, torch.exp2(torch.floor(torch.log2(big))), torch.ones_like(big))
-    ps = p / scale[:, None, None]
-    for i0 in range(0, M, block):
-        i1 = min(M, i0 + block)
-        D = torch.cdist(ps[:, i0:i1], ps, compute_mode="donot_use_mm_for_euclid_dist")
-        yield i0, i1, D * scale[:, None, None]
 
 
 #: Rows of one block of the screened pairwise pass (memory: block x M x 4 bytes, twice).
@@ -248,3 +230,16 @@ def dead_units(hidden: Tensor) -> Tensor:
         win = hidden.detach().argmax(dim=2)  # (R, N)
         hits.scatter_(1, win, True)
     return M - hits.sum(dim=1)
+
+
+@torch.no_grad()
+def gap_and_duplicates(prototypes: Tensor, *, rel_tol: float, extent: Tensor) -> tuple[Tensor, Tensor]:
+    """``(min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=rel_tol,
+    extent=extent))`` with one pairwise pass in d >= 2 (what a geometry report needs)."""
+    R, M, d = prototypes.shape
+    if d == 1 or M < 2:
+        return min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=rel_tol, extent=extent)
+    if extent.shape != (R,):
+        raise ValueError(f"extent must have shape {(R,)}, got {tuple(extent.shape)}")
+    P, finite = _finite_points(prototypes)
+    return _collapse_nd(P, finite, rel_tol * extent.detach().to(device=P.device, dtype=_F64))

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._common import _F64, _check_pair
-from .collapse import dead_units, duplicate_prototypes, min_prototype_gap
+from .collapse import dead_units, gap_and_duplicates
 from .hull import HullWarmStart, hull_extent
 from .margin import DEFAULT_MARGIN, DEFAULT_REL_TOL, hull_check
 
@@ -98,7 +98,7 @@ def geometry_report(
         frac = torch.zeros(R, dtype=_F64, device=dist.device)
         mean_d = torch.full((R,), math.nan, dtype=_F64, device=dist.device)
         max_d = mean_d.clone()
-    gap, dup = min_prototype_gap(prototypes), duplicate_prototypes(prototypes, rel_tol=DUPLICATE_REL_TOL, extent=ext)
+    gap, dup = gap_and_duplicates(prototypes, rel_tol=DUPLICATE_REL_TOL, extent=ext)
     dead = dead_units(hidden) if hidden is not None else (wins == 0).sum(dim=1)
     return {
         "outside_hull_frac": frac,
