@@ -4,8 +4,8 @@ Training holds, per optimisation step, a few tensors of R x B x M elements (B th
 ``train.batch_size``, or N for full batch): the hidden responses, the loss kernels and their
 gradients; in 1-D above :data:`protoreg.banded.BANDED_MIN_ELEMENTS` (the banded kernels) only
 R x B x band tensors, unless a loss reads ``ctx.hidden`` (any loss but
-:data:`HIDDEN_FREE_LOSSES` is assumed to). Evaluation streams over chunks of samples (:func:`protoreg.evaluate.eval_chunk`) and
-the exact matching works in bounded blocks, so neither grows with N x M. :func:`check_memory`
+:data:`HIDDEN_FREE_LOSSES` is assumed to). Evaluation streams over chunks of samples (:func:`protoreg.evaluate.eval_chunk`); the exact
+matching holds one float64 N x M cost matrix in d >= 2 (:func:`protoreg.metrics.matching_bytes`). :func:`check_memory`
 compares the estimate with the memory available (``/proc/meminfo`` ``MemAvailable`` on Linux,
 ``os.sysconf`` elsewhere, the free memory of the GPU for CUDA training) and refuses with a
 one-line :class:`~protoreg.errors.ConfigError` naming ``train.batch_size`` before anything is
@@ -26,6 +26,7 @@ from . import banded
 from .errors import ConfigError
 from .evaluate import EVAL_CHUNK_ELEMENTS
 from .geometry import check_bytes
+from .metrics import matching_bytes
 
 #: Environment variable that sets the memory available, in bytes (suffixes K, M, G, T).
 MEMORY_LIMIT_ENV = "PROTOREG_MEMORY_LIMIT"
@@ -37,9 +38,6 @@ STEP_TENSORS = 8
 PAIR_TENSORS = 4
 #: R x chunk x M tensors alive while evaluating one chunk.
 EVAL_TENSORS = 4
-#: Bytes of the exact matching and the geometry checks: float64 blocks of bounded size, plus
-#: O(N + M) arrays in 1-D (see :func:`protoreg.metrics.optimal_matching`).
-MATCHING_BLOCK_BYTES = 8 * 8 * (1 << 22)
 #: Losses whose memory grows with M x M.
 PAIRWISE_LOSSES = ("separation",)
 #: Built-in losses that never read ``ctx.hidden``: with only these, a banded step (d = 1, see
@@ -113,7 +111,7 @@ def estimate(
     else:
         chunk = min(n, max(1, EVAL_CHUNK_ELEMENTS // max(1, runs * width)))
         kernels = EVAL_TENSORS * runs * chunk * width * itemsize
-    evaluation = kernels + MATCHING_BLOCK_BYTES + 16 * 8 * (n + width)
+    evaluation = kernels + matching_bytes(width, n, dim) + 16 * 8 * (n + width)
     fixed = runs * (3 * n * (dim + out) + 4 * width * (dim + out + 2)) * itemsize
     return Estimate(step, evaluation, fixed, checks=check_bytes(runs, n, width, dim))
 
@@ -168,7 +166,8 @@ def check_memory(
     band = banded_step(width=width, dim=dim, runs=runs, batch=b, itemsize=itemsize, losses=losses)
     est = estimate(n=n, width=width, dim=dim, out=out, runs=runs, batch_size=batch_size, itemsize=itemsize, losses=losses, banded_training=band)
     device = training_device(accelerator)
-    needs = [(device, est.peak)] if device == "cpu" else [(device, est.fixed + max(est.step, est.evaluation - MATCHING_BLOCK_BYTES, est.checks)), ("cpu", MATCHING_BLOCK_BYTES)]
+    matching = matching_bytes(width, n, dim)  # on the host
+    needs = [(device, est.peak)] if device == "cpu" else [(device, est.fixed + max(est.step, est.evaluation - matching, est.checks)), ("cpu", matching)]
     for where, need in needs:
         have = available_bytes(where)
         if have is not None and need > have:

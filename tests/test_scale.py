@@ -41,13 +41,13 @@ def random_case(rng: np.random.Generator, dim: int) -> tuple[np.ndarray, np.ndar
     return p, x
 
 
-@pytest.mark.parametrize("dim,methods", [(1, {"sorted", "sorted-dp"}), (2, {"sparse", "dense-fallback"}), (5, {"sparse", "dense-fallback"})])
+@pytest.mark.parametrize("dim,methods", [(1, {"sorted", "sorted-dp"}), (2, {"lapjv"}), (5, {"lapjv"})])
 def test_structured_matching_equals_the_dense_solver(dim, methods):
     rng = np.random.default_rng(dim)
     seen = set()
     for _ in range(60 if dim == 1 else 25):
         p, x = random_case(rng, dim)
-        got = optimal_matching(p, x, dense_max=0, dense_max_nd=0)
+        got = optimal_matching(p, x, dense_max=0)
         seen.add(got.method)
         k = min(len(p), len(x))
         assert got.method in methods
@@ -63,7 +63,7 @@ def test_structured_matching_equals_the_dense_solver(dim, methods):
         fin = np.isfinite(got.distances)
         np.testing.assert_allclose(got.distances[fin], np.linalg.norm(p[got.proto_idx] - x[got.sample_idx], axis=1)[fin], rtol=1e-14)
     assert "sorted-dp" in seen or dim > 1
-    assert "sparse" in seen or dim == 1
+    assert "lapjv" in seen or dim == 1
 
 
 def test_one_dimensional_partial_matching_is_not_the_first_min_m_n():
@@ -78,17 +78,45 @@ def test_one_dimensional_partial_matching_is_not_the_first_min_m_n():
         assert got.method == "sorted-dp" and got.distances.sum() == pytest.approx(dense_cost(a, b), rel=1e-12)
 
 
-def test_sparse_matching_is_certified_in_64_dimensions():
+def test_lapjv_matching_is_optimal_in_64_and_784_dimensions():
     rng = np.random.default_rng(3)
     p, x = rng.random((150, 64)), rng.random((120, 64))
-    got = optimal_matching(p, x, dense_max=0, dense_max_nd=0)
-    assert got.method == "sparse"
+    got = optimal_matching(p, x, dense_max=0)
+    assert got.method == "lapjv"
     assert got.distances.sum() == pytest.approx(dense_cost(p, x), rel=1e-12)
-    assert optimal_matching(np.tile(p, (2, 1)), np.tile(x, (2, 1)), dense_max_nd=0).method == "sparse"  # M N > DENSE_MAX_ELEMENTS
+    assert optimal_matching(np.tile(p, (2, 1)), np.tile(x, (2, 1))).method == "lapjv"  # M N > DENSE_MAX_ELEMENTS
     assert optimal_matching(p, x).method == "dense"
     bad_x = x.copy()
     bad_x[0, 0] = np.nan  # non-finite inputs: the dense solver's conventions
     assert optimal_matching(p, bad_x, dense_max=0).method == "dense"
+    # prototypes on their images (near pairs, recomputed from the differences) and collapsed ones (ties)
+    imgs = (rng.random((90, 784)) < 0.2).astype(np.float64)
+    for q in (imgs[rng.permutation(90)] + 1e-9 * rng.standard_normal((90, 784)), np.repeat(imgs[:9], 12, axis=0)):
+        got = optimal_matching(q, imgs, dense_max=0)
+        assert got.method == "lapjv" and got.distances.sum() == pytest.approx(dense_cost(q, imgs), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("shift", [0.0, 1e6, 1e150])
+def test_cost_matrix_is_accurate_near_zero_and_far_from_the_origin(shift):
+    """Each entry of the Gram-expanded cost matrix is within MATCHING_REL_TOL of the direct
+    difference, also for pairs much closer than the data's distance from its centre."""
+    from protoreg.metrics import MATCHING_REL_TOL, _cost_matrix
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(60, 33)) + shift
+    p = np.concatenate([x[:20] + 1e-7 * rng.normal(size=(20, 33)), x[20:25], rng.normal(size=(15, 33)) + shift])
+    cost, recomputed = _cost_matrix(p, x)
+    direct = np.sqrt(((p[:, None] - x[None]) ** 2).sum(-1))
+    assert recomputed >= 25  # at least the near pairs and the identical ones
+    np.testing.assert_allclose(cost, direct, rtol=10 * MATCHING_REL_TOL, atol=0)
+
+
+def test_matching_bytes_counts_the_cost_matrix():
+    from protoreg.metrics import MATCHING_WORK_BYTES, matching_bytes
+
+    assert matching_bytes(20_000, 20_000, 64) >= 8 * 20_000**2
+    assert matching_bytes(100_000, 100_000, 1) < 1e9  # 1-D: no M x N array
+    assert matching_bytes(10, 10, 784) >= MATCHING_WORK_BYTES
 
 
 def small_model(dim: int, m: int, seed: int = 0) -> tuple[GaussianMLP, torch.Tensor, torch.Tensor]:
@@ -156,10 +184,16 @@ def test_memory_estimate_and_limit(monkeypatch):
 def test_fit_too_big_for_memory_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, monkeypatch, capsys, no_autoload):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "50M")
     monkeypatch.chdir(tmp_path)
-    code = main(["fit", "data.n=20000", "data.dim=2", "train.batch_size=2000", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
+    # full batch: the training step (8 x 8,000 x 8,000 float32) outweighs the matching and the checks
+    code = main(["fit", "data.n=8000", "data.dim=2", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("protoreg: error: train.batch_size:") and "GB" in err
+    assert list(tmp_path.iterdir()) == []
+    # with a minibatch the 20,000 x 20,000 cost matrix of the 2-D matching dominates
+    code = main(["fit", "data.n=20000", "data.dim=2", "train.batch_size=2000", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("protoreg: error: model.width: the evaluation and matching need about 3.")
     assert list(tmp_path.iterdir()) == []
     # 1-D at this size trains banded (no B x M tensor): the evaluation dominates, and a smaller
     # batch would not help, so the line names model.width
