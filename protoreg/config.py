@@ -25,12 +25,12 @@ class DataConfig:
     """``data.*``: which inputs and targets to train on."""
 
     name: str = "uniform"  #: a registered dataset (``protoreg plugins`` lists them: uniform, digits, moons, circles, blobs, ...); ``file`` when ``path`` is set
-    n: Optional[int] = 20  #: number of points; null = every image (``digits`` only)
-    dim: int = 1  #: input dimension d (uniform; moons, circles and blobs are 2-D, digits 64-D)
+    n: Optional[int] = 20  #: number of points; null = every image (``digits`` and ``mnist`` only)
+    dim: int = 1  #: input dimension d (uniform; moons, circles and blobs are 2-D, digits 64-D, mnist 784-D)
     low: float = 0.0  #: lower edge of the input box (uniform)
     high: float = 1.0  #: upper edge of the input box (uniform)
-    target: Optional[str] = None  #: null = the dataset's own: uniform ``random`` (or ``sin``), digits ``onehot`` (or ``label``), moons/circles/blobs ``label`` (or ``onehot``)
-    classes: Optional[List[int]] = None  #: digits to keep, e.g. ``[0, 1, 7]`` (digits only); null = all ten
+    target: Optional[str] = None  #: null = the dataset's own: uniform ``random`` (or ``sin``), digits and mnist ``onehot`` (or ``label``), moons/circles/blobs ``label`` (or ``onehot``)
+    classes: Optional[List[int]] = None  #: digits to keep, e.g. ``[0, 1, 7]`` (digits and mnist only); null = all ten
     noise: Optional[float] = None  #: noise of moons (null = 0.1) and circles (0.05), ``cluster_std`` of blobs (1.0)
     path: Optional[str] = None  #: CSV (a header row, or none: a numeric first row is data), .npy or .npz file; selects the ``file`` dataset
     targets: Optional[List[Any]] = None  #: target columns of a file (names or indices); default: last column
@@ -137,7 +137,7 @@ class Config:
 
 
 #: Input dimension of the built-in datasets whose dimension is fixed (the others use ``data.dim``).
-FIXED_DIMS: dict[str, int] = {"digits": 64, "moons": 2, "circles": 2, "blobs": 2}
+FIXED_DIMS: dict[str, int] = {"digits": 64, "mnist": 784, "moons": 2, "circles": 2, "blobs": 2}
 
 #: Trainer arguments protoreg sets itself; users set the protoreg key instead.
 RESERVED_TRAINER_KEYS: dict[str, str] = {
@@ -291,18 +291,20 @@ def _trainer_params() -> set[str]:
 def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
     """Problems of the ``data`` section, per dataset (built-ins' values are checked here)."""
     p: list[str] = []
-    from .data import DIGITS_CLASS_COUNTS, NOISE_DEFAULTS, TARGETS
+    from .data import CLASS_COUNTS, MNIST_EXTRA, NOISE_DEFAULTS, TARGETS, mnist_available
 
     dname = "file" if d.path is not None else d.name
     if d.path is None and d.name not in datasets:
         p.append(f"data.name: unknown dataset {d.name!r}; registered: {', '.join(sorted(datasets))}")
     if d.path is not None and d.name not in ("uniform", "file"):
         p.append(f"data.path: set together with data.name={d.name!r}; a path selects the 'file' dataset")
-    builtin = dname in TARGETS  # uniform, digits, moons, circles, blobs: values checked here
+    builtin = dname in TARGETS  # uniform, digits, mnist, moons, circles, blobs: values checked here
+    if dname == "mnist" and d.path is None and not mnist_available():
+        p.append(f"data.name: 'mnist' needs the optional extra {MNIST_EXTRA} (pip install '{MNIST_EXTRA}'), which ships the images")
     classes_ok = True
     if d.classes is not None:
-        if dname != "digits":
-            p.append(f"data.classes: only the 'digits' dataset keeps classes; this config uses {dname!r}")
+        if dname not in CLASS_COUNTS:
+            p.append(f"data.classes: only the 'digits' and 'mnist' datasets keep classes; this config uses {dname!r}")
         elif len(d.classes) == 0:
             p.append("data.classes: empty; list digits 0..9 to keep, or null for all ten")
         bad = [c for c in d.classes if not 0 <= c <= 9]
@@ -311,23 +313,24 @@ def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
         dup = sorted({c for c in d.classes if list(d.classes).count(c) > 1})
         if dup:
             p.append(f"data.classes: lists {', '.join(map(str, dup))} more than once")
-        classes_ok = dname == "digits" and len(d.classes) > 0 and not bad and not dup
+        classes_ok = dname in CLASS_COUNTS and len(d.classes) > 0 and not bad and not dup
     if d.noise is not None:
-        if dname in ("uniform", "digits", "file"):
+        if dname in ("uniform", "digits", "mnist", "file"):
             p.append(f"data.noise: the {dname!r} dataset has no noise (only {', '.join(NOISE_DEFAULTS)} do)")
         elif not (_num(d.noise) and d.noise >= 0):
             p.append(f"data.noise: must be >= 0 or null, got {d.noise}")
     if d.path is None:
         if d.n is None:
-            if dname != "digits":
-                p.append(f"data.n: null (every image) is only for 'digits'; the {dname!r} dataset needs a number of points")
+            if dname not in CLASS_COUNTS:
+                p.append(f"data.n: null (every image) is only for 'digits' and 'mnist'; the {dname!r} dataset needs a number of points")
         elif d.n < 2:
             p.append(f"data.n: must be >= 2, got {d.n}")
-        elif dname == "digits" and classes_ok:
-            kept = DIGITS_CLASS_COUNTS if d.classes is None else [DIGITS_CLASS_COUNTS[c] for c in d.classes]
+        elif dname in CLASS_COUNTS and classes_ok:
+            counts = CLASS_COUNTS[dname]
+            kept = counts if d.classes is None else [counts[c] for c in d.classes]
             if d.n > sum(kept):
                 within = "" if d.classes is None else f" of digits {list(d.classes)}"
-                p.append(f"data.n: {d.n} is more than the {sum(kept)} images 'digits' has{within} (null takes them all)")
+                p.append(f"data.n: {d.n} is more than the {sum(kept)} images {dname!r} has{within} (null takes them all)")
         if dname == "uniform" or not builtin:  # digits and the 2-D sets ignore dim, low and high
             if d.dim < 1:
                 p.append(f"data.dim: must be >= 1, got {d.dim}")

