@@ -29,7 +29,7 @@ METRIC_NAMES: tuple[str, ...] = (
 COUNT_METRICS: tuple[str, ...] = ("duplicate_prototypes", "dead_units")
 
 #: Per-run image metrics, for data whose inputs are images (``image_shape``); None otherwise.
-IMAGE_METRIC_NAMES: tuple[str, ...] = ("recon_ssim", "recon_ncc", "recon_ssim_frac")
+IMAGE_METRIC_NAMES: tuple[str, ...] = ("recon_ssim", "recon_ncc", "recon_ssim_frac", "recon_ssim04_frac", "nn_ncc", "nn_ssim04_frac")
 
 
 @dataclass(frozen=True)

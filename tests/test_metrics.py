@@ -164,7 +164,7 @@ def noisy_prototypes(rng, x: np.ndarray, m: int) -> np.ndarray:
 
 def assert_matches_reference(p: np.ndarray, x: np.ndarray, shape, threshold: float = 0.5) -> None:
     got = image_metrics(torch.tensor(p), torch.tensor(x), shape, ssim_threshold=threshold)
-    assert set(got) == {"recon_ssim", "recon_ncc", "recon_ssim_frac"}
+    assert set(got) == {"recon_ssim", "recon_ncc", "recon_ssim_frac", "recon_ssim04_frac", "nn_ncc", "nn_ssim04_frac"}
     for r in range(len(p)):
         want = ref_image_metrics(p[r], x[r], shape, threshold)
         for key, value in want.items():
@@ -398,3 +398,60 @@ def test_matching_reuses_a_recent_result_and_hands_out_copies(monkeypatch: pytes
     for i in range(M.MATCHING_CACHE_SIZE + 1):
         M.matching(rng.random((5, 2)), rng.random((5, 2)))
     assert len(M._MATCHINGS) == M.MATCHING_CACHE_SIZE
+
+
+def _brute_nearest(p: np.ndarray, x: np.ndarray, cap: int) -> np.ndarray:
+    """The capped nearest-by-NCC reading written out with pair_ncc over every pair."""
+    from protoreg.metrics import pair_ncc
+
+    sim = np.array([[pair_ncc(a, b) for b in x] for a in p])
+    claim = np.full(len(p), -1)
+    count = np.zeros(len(x), dtype=int)
+    for i in sorted(range(len(p)), key=lambda i: (-sim[i].max(), i)):
+        order = sorted(range(len(x)), key=lambda j: (-sim[i, j], j))
+        free = [j for j in order if count[j] < cap]
+        if free:
+            claim[i] = free[0]
+            count[free[0]] += 1
+    return claim
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_nearest_images_equals_a_brute_force_greedy_reading(cap: int) -> None:
+    from protoreg.metrics import _NN_CANDIDATES, nearest_images, pair_ncc
+
+    rng = np.random.default_rng(cap)
+    for m, n in [(7, 5), (12, 40), (60, 45), (3 * _NN_CANDIDATES, 2 * _NN_CANDIDATES)]:
+        x = rng.random((n, 16))
+        p = np.concatenate([x[rng.integers(0, n, m // 2)] + 0.05 * rng.normal(size=(m // 2, 16)), rng.random((m - m // 2, 16))])
+        p[0] = 0.5  # a constant prototype: NCC 0 with every image
+        claim, ncc = nearest_images(p, x, cap=cap)
+        np.testing.assert_array_equal(claim, _brute_nearest(p, x, cap))
+        got = claim >= 0
+        assert np.bincount(claim[got], minlength=n).max() <= cap
+        assert got.sum() == min(m, cap * n)
+        np.testing.assert_allclose(ncc[got], [pair_ncc(p[i], x[claim[i]]) for i in np.flatnonzero(got)], rtol=0, atol=0)
+
+
+def test_literature_image_metrics_against_an_independent_computation() -> None:
+    """recon_ssim04_frac on the optimal matching (scipy), nn_ncc / nn_ssim04_frac on the capped
+    nearest-NCC reading, SSIM by scikit-image directly."""
+    from scipy.optimize import linear_sum_assignment
+    from skimage.metrics import structural_similarity
+
+    from protoreg.metrics import pair_ncc
+
+    rng = np.random.default_rng(5)
+    x = rng.random((30, 64))
+    p = np.concatenate([x[:12] + 0.02 * rng.normal(size=(12, 64)), rng.random((10, 64))])
+    got = {k: float(v[0]) for k, v in image_metrics(torch.tensor(p)[None], torch.tensor(x)[None], (8, 8)).items()}
+    ssim = lambda a, b: structural_similarity(a.reshape(8, 8), b.reshape(8, 8), win_size=7, data_range=1)  # noqa: E731
+    cost = np.sqrt(((p[:, None] - x[None]) ** 2).sum(-1))
+    r, c = linear_sum_assignment(cost)
+    s = np.array([ssim(p[i], x[j]) for i, j in zip(r, c)])
+    assert got["recon_ssim04_frac"] == pytest.approx((s > 0.4).sum() / 30)
+    assert got["recon_ssim_frac"] == pytest.approx((s >= 0.5).sum() / 30)
+    claim = _brute_nearest(p, x, 1)
+    assert got["nn_ncc"] == pytest.approx(np.mean([pair_ncc(p[i], x[claim[i]]) for i in range(len(p))]))
+    good = {claim[i] for i in range(len(p)) if ssim(p[i], x[claim[i]]) > 0.4}
+    assert got["nn_ssim04_frac"] == pytest.approx(len(good) / 30) and 12 / 30 <= got["nn_ssim04_frac"] < 1
