@@ -163,3 +163,52 @@ def test_bad_margins_are_refused(margin: object, rel_tol: object) -> None:
         check_margin(margin, rel_tol)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         hull_check(torch.zeros(1, 2, 2), torch.rand(1, 5, 2), margin=margin, rel_tol=rel_tol)  # type: ignore[arg-type]
+
+
+def test_float32_scores_stay_within_their_certified_error() -> None:
+    from protoreg.geometry.solver import _score_error
+
+    gen = torch.Generator().manual_seed(3)
+    for d in (2, 64, 784):
+        x = torch.rand(1, 300, d, generator=gen, dtype=torch.float64) - 0.5
+        z = torch.randn(50, d, generator=gen, dtype=torch.float64) * torch.logspace(-6, 1, 50, dtype=torch.float64)[:, None]
+        exact = z @ x[0].T
+        approx = (z.float() @ x[0].float().T).double()
+        err = _score_error((x * x).sum(-1), d)
+        bound = err[0] * torch.linalg.vector_norm(z, dim=1)[:, None]
+        assert bool(((approx - exact).abs() <= bound).all())
+        assert float(((approx - exact).abs() / bound).max()) > 1e-4  # a bound, not a blanket
+
+
+def test_the_float32_search_keeps_every_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image-like data large enough for the float32 vertex search: the bounds bracket the
+    solver's float64 distance at a tight tolerance, the flags equal the float64 run's, and the
+    search does run in float32."""
+    import protoreg.geometry.solver as solver
+
+    gen = torch.Generator().manual_seed(11)
+    N, d = 400, 96
+    x = torch.rand(1, N, d, generator=gen, dtype=torch.float64).round(decimals=1)
+    w = torch.rand(1, 120, N, generator=gen, dtype=torch.float64) ** 8
+    inside = (w / w.sum(-1, keepdim=True)) @ x
+    near = x[:, :120] + 0.3 * torch.randn(1, 120, d, generator=gen, dtype=torch.float64)
+    p = torch.cat([inside, near, x[:, 120:200] * 1.2 - 0.1], dim=1)
+    seen = []
+    real = solver._Problem.__init__
+
+    def spy(self, *a, **k):  # type: ignore[no-untyped-def]
+        real(self, *a, **k)
+        seen.append(self.xt32 is not None)
+
+    monkeypatch.setattr(solver._Problem, "__init__", spy)
+    hc = hull_check(p, x)
+    assert seen and all(seen)
+    ref = hull_distance(p, x, tol=1e-10)
+    assert bool((hc.lower <= ref + 1e-9).all()) and bool((ref <= hc.distance + 1e-9).all())
+    assert float((hc.distance - ref).max()) <= float(hc.tol[0]) + 1e-9
+    monkeypatch.setattr(solver, "_F32_SHARE", 0.0)  # float64 search everywhere
+    seen.clear()
+    hc64 = hull_check(p, x)
+    assert seen and not any(seen)
+    assert torch.equal(hc.outside, hc64.outside)
+    assert 0 < int(hc.outside.sum()) < p.shape[1]

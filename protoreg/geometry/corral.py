@@ -30,7 +30,10 @@ class _Problem:
     ``corral_out`` (Q, kcap) (and ``weights_out`` (Q, kcap), the convex weights of the corral)
     receive the results of finished queries; ``unresolved`` counts queries finished before their
     stopping rule held. ``tol`` and ``threshold`` are per query (Q,); with ``both`` a query stops
-    only once its distance is within ``tol`` *and* ``dist > threshold`` is decided.
+    only once its distance is within ``tol`` *and* ``dist > threshold`` is decided. With
+    ``xt32`` (the transposed inputs in float32) the Frank-Wolfe vertex is searched in float32;
+    ``score_err`` (R,) then bounds the error of every float32 score by ``score_err[r] * ||z||``,
+    so the lower bound stays certified (:func:`~protoreg.geometry.solver._score_error`).
     """
 
     p: Tensor
@@ -48,6 +51,8 @@ class _Problem:
     weights_out: Tensor | None = None
     both: bool = False
     unresolved: int = 0
+    xt32: Tensor | None = None
+    score_err: Tensor | None = None
 
     def finish(self, st: _CorralState, rows: Tensor, unsure: Tensor | None = None) -> None:
         """Write the bounds (and corrals) of state rows ``rows`` out and retire them.

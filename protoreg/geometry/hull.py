@@ -320,6 +320,24 @@ def _hint_bounds(pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: T
     return ub, lb
 
 
+def _start_corrals(corral: Tensor, weights: Tensor, nn: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Where the solver starts: each query's best known corral (the previous call's, or the
+    pass before), used slots first, at most ``width`` points; wider ones start at the nearest
+    input ``nn``."""
+    used = corral >= 0
+    order = (~used).to(torch.int8).argsort(dim=1, stable=True)
+    c, w = corral.gather(1, order), weights.gather(1, order)
+    k = used.sum(dim=1)
+    cold = (k > width) | (k == 0)
+    c = c[:, : max(1, min(width, int(k.max()) if k.numel() else 1))].clone()
+    w = w[:, : c.shape[1]].clone()
+    c[cold] = -1
+    c[cold, 0] = nn[cold]
+    w[cold] = 0.0
+    w[cold, 0] = 1.0
+    return c, w
+
+
 def _solve_queries(
     pq: Tensor,
     xn: Tensor,
@@ -379,8 +397,8 @@ def _solve_queries(
     # Gram matrix for O(1) look-ups of <x_k, x_new> when it fits the budget
     gram = torch.bmm(xn, xn.transpose(1, 2)) if todo.numel() and R * N * N * 8 <= chunk_bytes else None
     # Two passes: most queries settle within a few dozen iterations, so their corrals stay small
-    # and many fit one chunk; only those still open after _SHORT_ITER iterations are solved
-    # again (from scratch) in chunks sized for the largest corral, min(N, d + 1) points.
+    # and many fit one chunk; only those still open after _SHORT_ITER iterations go on, from
+    # their corral, in chunks sized for the largest corral, min(N, d + 1) points.
     passes = [(min(max_iter, _SHORT_ITER), False), (max_iter, True)] if kcap > 2 * _SHORT_ITER else [(max_iter, True)]
     for its, last in passes:
         if todo.numel() == 0:
@@ -395,7 +413,9 @@ def _solve_queries(
             w_out = torch.zeros((idx.numel(), kcap), dtype=_F64, device=device)
             ub_c, lb_c, it_c, un_c = _wolfe_bounds(
                 pq[idx], xn, run[idx], gram, tol=tol[idx], threshold=None if threshold is None else threshold[idx],
-                max_iter=its, corral_out=c_out, weights_out=w_out, both=both,
+                max_iter=its, corral_out=c_out, weights_out=w_out, both=both, near=nn[idx],
+                # the last pass continues where the first stopped
+                start=_start_corrals(corral[idx], weights[idx], nn[idx], k1 - 1) if last and len(passes) > 1 else None,
             )
             better = ub_c < u[idx]
             corral[idx[better]], weights[idx[better]] = c_out[better], w_out[better]

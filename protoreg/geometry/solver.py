@@ -88,11 +88,30 @@ _CHECK_EVERY = 8
 _RESIDUAL = 1e-8
 # Certified gaps below this (in extent units) count as numerically converged.
 _EXACT_GAP = 1e-12
+# The float32 vertex search is used when its certified error is at most this share of every
+# query's tolerance (and the products are large enough for the halved time to matter).
+_F32_SHARE = 1.0 / 16
+_F32_MIN_WORK = 1 << 14
 # Relative Schur complement below which it is recomputed as a residual norm.
 _CANCEL = 1e-1
 # Relative Schur-complement size below which a new point is treated as
 # affinely dependent on the corral.
 _DEPENDENT = 1e-16
+
+
+def _score_error(sq: Tensor, d: int) -> Tensor:
+    """Per run, ``c`` such that every float32 score differs from the exact ``<x_i, z>`` by at
+    most ``c * ||z||``.
+
+    Rounding ``x_i`` and ``z`` to float32 (relative ``u = 2^-24`` each) and the ``d``-term dot
+    product (``gamma_d = d u / (1 - d u)``, Higham's bound) err by at most
+    ``(2u + u^2 + gamma_d (1 + u)^2) sum_k |x_ik| |z_k| <= c_d ||x_i|| ||z||`` (Cauchy-Schwarz);
+    ``c = 2 c_d max_i ||x_i||`` (a factor 2 of slack for the conversion of the result).
+    """
+    u = 2.0**-24
+    gamma = d * u / (1.0 - d * u) if d * u < 0.5 else math.inf
+    c_d = 2 * u + u * u + gamma * (1 + u) ** 2
+    return 2.0 * c_d * sq.amax(dim=1).sqrt()
 
 
 def _stop_rule(ub: Tensor, lb: Tensor, dist: Tensor, tol: Tensor, threshold: Tensor | None, both: bool) -> Tensor:
@@ -114,12 +133,17 @@ def _stop_rule(ub: Tensor, lb: Tensor, dist: Tensor, tol: Tensor, threshold: Ten
 # --------------------------------------------------------------------------
 # phases
 # --------------------------------------------------------------------------
-def _start(prob: _Problem) -> _CorralState:
-    """Initial state: every query's corral is its nearest input."""
+def _start(prob: _Problem, near: Tensor | None = None, start: tuple[Tensor, Tensor] | None = None) -> _CorralState:
+    """Initial state: every query's corral is its nearest input (``near``, (Q,), when the
+    caller already knows it; any input is a valid start, the nearest a good one), or the given
+    ``start`` corral and convex weights ((Q, K) each, ``-1`` for unused slots)."""
     p, xn, run, sq = prob.p, prob.xn, prob.run, prob.sq
     Q = p.shape[0]
     device = p.device
-    near = (sq[run] - 2.0 * _run_scores(p, run, prob.xt)).argmin(dim=1)  # (Q,)
+    if start is not None:
+        return _warm_state(prob, *start)
+    if near is None:
+        near = (sq[run] - 2.0 * _run_scores(p, run, prob.xt)).argmin(dim=1)  # (Q,)
     qid = torch.arange(Q, device=device)
     S = near[:, None].clone()
     mask = torch.ones(Q, 1, dtype=torch.bool, device=device)
@@ -137,6 +161,34 @@ def _start(prob: _Problem) -> _CorralState:
         lb=torch.zeros(Q, dtype=_F64, device=device),
         last=torch.full((Q,), math.inf, dtype=_F64, device=device),
     )
+    return st
+
+
+def _warm_state(prob: _Problem, corral: Tensor, weights: Tensor) -> _CorralState:
+    """A state whose corrals are ``corral`` (Q, K) (``-1`` unused; used slots first, slot 0
+    used in every row) with the convex ``weights`` (Q, K), ``Hinv`` and ``U`` by exact
+    inversion."""
+    p, xn, run = prob.p, prob.xn, prob.run
+    Q, K = corral.shape
+    device = p.device
+    mask = corral >= 0
+    S = corral.clamp(min=0)
+    lam = torch.where(mask, weights.clamp(min=0.0), 0.0)
+    lam = lam / lam.sum(dim=1, keepdim=True)
+    xs = xn[run[:, None], S]  # (Q, K, d)
+    bs = torch.where(mask, torch.bmm(xs, p[:, :, None]).squeeze(2), 0.0)
+    eye = torch.eye(K, dtype=_F64, device=device).expand(Q, K, K).clone()
+    st = _CorralState(
+        qid=torch.arange(Q, device=device), S=S, mask=mask, lam=lam, xs=xs, bs=bs, Hinv=eye,
+        U=torch.zeros(Q, K, 2, dtype=_F64, device=device),
+        major=torch.ones(Q, dtype=torch.bool, device=device),
+        live=torch.ones(Q, dtype=torch.bool, device=device),
+        stable=torch.zeros(Q, dtype=torch.bool, device=device),
+        ub=torch.full((Q,), math.inf, dtype=_F64, device=device),
+        lb=torch.zeros(Q, dtype=_F64, device=device),
+        last=torch.full((Q,), math.inf, dtype=_F64, device=device),
+    )
+    st.refresh(torch.arange(Q, device=device))
     return st
 
 
@@ -163,15 +215,37 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
     q = torch.bmm(lam[mj, None, :], xs[mj]).squeeze(1) if 4 * mj.numel() < st.qid.numel() \
         else torch.bmm(lam[:, None, :], xs).squeeze(1)[mj]  # (m, d)
     z = q - prob.p[st.qid[mj]]
-    scores = _run_scores(z, prob.run[st.qid[mj]], prob.xt)  # (m, N)
-    # argmin + gather: the fused (values, indices) reduction is far
-    # slower on CPU for these shapes
-    s = scores.argmin(dim=1)
-    smin = scores.gather(1, s[:, None]).squeeze(1)
+    r_mj = prob.run[st.qid[mj]]
     dist = torch.linalg.vector_norm(z, dim=1)
-    w = (q * z).sum(-1) - smin  # half the Frank-Wolfe gap
+    if prob.xt32 is None:
+        scores = _run_scores(z, r_mj, prob.xt)  # (m, N)
+        # argmin + gather: the fused (values, indices) reduction is far
+        # slower on CPU for these shapes
+        s = scores.argmin(dim=1)
+        smin = scores.gather(1, s[:, None]).squeeze(1)
+        smin_cert = smin
+    else:
+        # float32 search (half the time of the dominant product); the chosen vertex's score
+        # in float64, and a certified lower bound on the minimum over all inputs
+        scores32 = _run_scores(z.float(), r_mj, prob.xt32)
+        s = scores32.argmin(dim=1)
+        smin = (prob.xn[r_mj, s] * z).sum(-1)
+        low = scores32.gather(1, s[:, None]).squeeze(1).double() - prob.score_err[r_mj] * dist
+        smin_cert = torch.minimum(smin, low)
+        del scores32
+        # near convergence float32 cannot rank the inputs: where the chosen vertex does not
+        # improve (or is in the corral), search again in float64
+        redo = (smin >= (q * z).sum(-1)) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
+        if bool(redo.any()):
+            rr = redo.nonzero().squeeze(1)
+            sc = _run_scores(z[rr], r_mj[rr], prob.xt)
+            s[rr] = sc.argmin(dim=1)
+            smin[rr] = smin_cert[rr] = sc.gather(1, s[rr, None]).squeeze(1)
+    qz = (q * z).sum(-1)
+    w = qz - smin  # half the Frank-Wolfe gap at the chosen vertex
+    w_cert = qz - smin_cert  # an upper bound of half the Frank-Wolfe gap
     safe = torch.where(dist > 0, dist, torch.ones_like(dist))
-    lb_new = torch.where(dist > 0, (dist - w / safe).clamp(min=0.0), torch.zeros_like(dist))
+    lb_new = torch.where(dist > 0, (dist - w_cert / safe).clamp(min=0.0), torch.zeros_like(dist))
     # Wolfe's iteration decreases the distance strictly between checks
     progress = dist < st.last[mj]
     st.last[mj] = dist
@@ -371,6 +445,8 @@ def _wolfe_bounds(
     corral_out: Tensor | None = None,
     weights_out: Tensor | None = None,
     both: bool = False,
+    near: Tensor | None = None,
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, int, int]:
     """Certified bounds on ``dist(p[a], conv xn[run[a]])`` for every query.
 
@@ -409,6 +485,11 @@ def _wolfe_bounds(
         unused slots): a warm start for the next call (:class:`HullWarmStart`).
     weights_out : Tensor, shape (Q, min(N, d + 1)), float64, optional
         Filled with the convex weights of that corral (0 for unused slots).
+    near : Tensor, shape (Q,), long, optional
+        Each query's nearest input (the start), when the caller has searched it already.
+    start : (Tensor, Tensor), shapes (Q, K), optional
+        Start corrals instead (input indices, ``-1`` for unused slots, used slots first, at
+        least one per row) and their convex weights: a warm start from an earlier solve.
 
     Returns
     -------
@@ -428,13 +509,18 @@ def _wolfe_bounds(
     N, d = xn.shape[1], xn.shape[2]
     tol_q = torch.as_tensor(tol, dtype=_F64, device=p.device).expand(Q)
     thr_q = None if threshold is None else torch.as_tensor(threshold, dtype=_F64, device=p.device).expand(Q)
+    sq = (xn * xn).sum(-1)
+    err = _score_error(sq, d)
+    # float32 search where its certified error is far below every query's tolerance
+    low = bool((err[run] <= _F32_SHARE * tol_q).all()) and N * d >= _F32_MIN_WORK
     prob = _Problem(
-        p=p, xn=xn, run=run, xt=xn.transpose(1, 2), sq=(xn * xn).sum(-1),
+        p=p, xn=xn, run=run, xt=xn.transpose(1, 2), sq=sq,
         gram_flat=gram.reshape(-1) if gram is not None else None, kcap=min(N, d + 1),
         tol=tol_q, threshold=thr_q, ub_out=ub_out, lb_out=lb_out, corral_out=corral_out,
         weights_out=weights_out, both=both,
+        xt32=xn.float().transpose(1, 2) if low else None, score_err=err if low else None,
     )
-    st = _start(prob)
+    st = _start(prob, near, start)
     it = 0
     while it < max_iter:
         n_live = int(st.live.sum())
