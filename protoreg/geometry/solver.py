@@ -152,8 +152,16 @@ def _start(prob: _Problem, near: Tensor | None = None, start: tuple[Tensor, Tens
     bs = (xs[:, 0, :] * p).sum(-1, keepdim=True)
     Hinv = (1.0 / (sq[run, near] + 1.0))[:, None, None].clone()
     U = Hinv * torch.stack((bs, torch.ones_like(bs)), dim=2)  # (A, K, 2)
-    st = _CorralState(
-        qid=qid, S=S, mask=mask, lam=lam, xs=xs, bs=bs, Hinv=Hinv, U=U,
+    return _fresh_state(qid=qid, S=S, mask=mask, lam=lam, xs=xs, bs=bs, Hinv=Hinv, U=U)
+
+
+def _fresh_state(**corral: Tensor) -> _CorralState:
+    """A state with the given corral tensors (``qid``, ``S``, ``mask``, ``lam``, ``xs``, ``bs``,
+    ``Hinv``, ``U``), every row live, taking a major step, on normal equations, unbounded."""
+    qid = corral["qid"]
+    Q, device = qid.numel(), qid.device
+    return _CorralState(
+        **corral,
         major=torch.ones(Q, dtype=torch.bool, device=device),
         live=torch.ones(Q, dtype=torch.bool, device=device),
         stable=torch.zeros(Q, dtype=torch.bool, device=device),
@@ -161,7 +169,6 @@ def _start(prob: _Problem, near: Tensor | None = None, start: tuple[Tensor, Tens
         lb=torch.zeros(Q, dtype=_F64, device=device),
         last=torch.full((Q,), math.inf, dtype=_F64, device=device),
     )
-    return st
 
 
 def _warm_state(prob: _Problem, corral: Tensor, weights: Tensor) -> _CorralState:
@@ -178,15 +185,9 @@ def _warm_state(prob: _Problem, corral: Tensor, weights: Tensor) -> _CorralState
     xs = xn[run[:, None], S]  # (Q, K, d)
     bs = torch.where(mask, torch.bmm(xs, p[:, :, None]).squeeze(2), 0.0)
     eye = torch.eye(K, dtype=_F64, device=device).expand(Q, K, K).clone()
-    st = _CorralState(
+    st = _fresh_state(
         qid=torch.arange(Q, device=device), S=S, mask=mask, lam=lam, xs=xs, bs=bs, Hinv=eye,
         U=torch.zeros(Q, K, 2, dtype=_F64, device=device),
-        major=torch.ones(Q, dtype=torch.bool, device=device),
-        live=torch.ones(Q, dtype=torch.bool, device=device),
-        stable=torch.zeros(Q, dtype=torch.bool, device=device),
-        ub=torch.full((Q,), math.inf, dtype=_F64, device=device),
-        lb=torch.zeros(Q, dtype=_F64, device=device),
-        last=torch.full((Q,), math.inf, dtype=_F64, device=device),
     )
     st.refresh(torch.arange(Q, device=device))
     return st
@@ -217,6 +218,7 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
     z = q - prob.p[st.qid[mj]]
     r_mj = prob.run[st.qid[mj]]
     dist = torch.linalg.vector_norm(z, dim=1)
+    qz = (q * z).sum(-1)
     if prob.xt32 is None:
         scores = _run_scores(z, r_mj, prob.xt)  # (m, N)
         # argmin + gather: the fused (values, indices) reduction is far
@@ -235,13 +237,12 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
         del scores32
         # near convergence float32 cannot rank the inputs: where the chosen vertex does not
         # improve (or is in the corral), search again in float64
-        redo = (smin >= (q * z).sum(-1)) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
+        redo = (smin >= qz) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
         if bool(redo.any()):
             rr = redo.nonzero().squeeze(1)
             sc = _run_scores(z[rr], r_mj[rr], prob.xt)
             s[rr] = sc.argmin(dim=1)
             smin[rr] = smin_cert[rr] = sc.gather(1, s[rr, None]).squeeze(1)
-    qz = (q * z).sum(-1)
     w = qz - smin  # half the Frank-Wolfe gap at the chosen vertex
     w_cert = qz - smin_cert  # an upper bound of half the Frank-Wolfe gap
     safe = torch.where(dist > 0, dist, torch.ones_like(dist))
