@@ -89,6 +89,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     if m.get("recon_ssim") is not None:
         print(f"  recon_ssim={_fmt(m['recon_ssim'])} recon_ncc={_fmt(m['recon_ncc'])} recon_ssim_frac={_fmt(m['recon_ssim_frac'])}")
+    events = int(m.get("expulsion_events") or 0)
+    if events:
+        print(f"  expulsion: {events} event(s) in this run (the first was warned; expulsion_events in metrics.json)")
     if _checks_notable(run.seconds, run.check_seconds):
         print(
             f"  geometry checks took {run.check_seconds:.1f}s of the {run.seconds:.1f}s "

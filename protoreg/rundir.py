@@ -19,14 +19,14 @@ import re
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import RunDirError
+from .caller import warn
+from .errors import RunDirError, RunDirWarning
 from .io import atomic_write_json, atomic_write_text, exclusive_lock, merge_into, remove_tree
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,7 +150,7 @@ def writing_run(out: Path, *, resume: bool) -> Iterator[Path]:
             else:
                 check_out(out)
             for old in _leftovers(out):
-                warnings.warn(f"{old}: removed the staging folder of an earlier protoreg fit that did not finish", stacklevel=3)
+                warn(f"{old}: removed the staging folder of an earlier protoreg fit that did not finish", RunDirWarning)
                 remove_tree(old)
             stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
             try:
@@ -272,10 +272,9 @@ def write_data(path: Path, x: np.ndarray, y: np.ndarray, image_shape: Sequence[i
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from .plots import save_figure
 
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ read

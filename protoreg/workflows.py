@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -22,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from . import config as C
 from .api import Claim
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, trained_steps
-from .errors import ConfigError, ProtoregError, RunDirError
+from .caller import keeps_warning_filters, warn
+from .errors import ConfigError, ProtoregError, RunDirError, RunDirWarning
 from .plugins import Registry
 from .rundir import (
     CONFIG,
@@ -122,6 +122,7 @@ class Sweep:
 
 
 # ------------------------------------------------------------------- config
+@keeps_warning_filters
 def resolve_config(
     *overrides: str, config: str | Path | None = None, sweep: bool = False, plugins: Sequence[Any] = (), reg: Registry | None = None
 ) -> DictConfig:
@@ -158,6 +159,7 @@ RESUME_MUTABLE_KEYS: tuple[str, ...] = (
 )
 
 
+@keeps_warning_filters
 def fit(
     *overrides: str,
     config: str | Path | None = None,
@@ -200,7 +202,7 @@ def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping
         write_run(stage, spec, outcome)
     sig = group.module.stop_signal
     if sig is not None and outcome.runs[0].status == "completed":
-        warnings.warn(f"{signal.Signals(sig).name} arrived after training had finished; the run directory was completed", stacklevel=3)
+        warn(f"{signal.Signals(sig).name} arrived after training had finished; the run directory was completed", RunDirWarning)
     run = load_run(target)
     run.seconds = outcome.seconds
     run.check_seconds = outcome.geometry.check_seconds
@@ -280,6 +282,7 @@ def _status_of(run_dir: Path) -> str:
         return f"no readable {METRICS}"
 
 
+@keeps_warning_filters
 def load_run(path: str | Path) -> Run:
     """Read a run directory written by :func:`fit` (``load_run(r.dir).metrics == r.metrics``)."""
     run_dir = Path(path)
@@ -291,6 +294,7 @@ def load_run(path: str | Path) -> Run:
     return Run(run_dir, str(metrics.get("status", "unknown")), metrics, prototypes, cfg)
 
 
+@keeps_warning_filters
 def load_data(*overrides: str, config: str | Path | None = None, plugins: Sequence[Any] = (), reg: Registry | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The training data ``(x (N, d), y (N, k))`` that a run with this config trains on."""
     from .training import load_data as _load
@@ -302,6 +306,7 @@ def load_data(*overrides: str, config: str | Path | None = None, plugins: Sequen
     return x, y
 
 
+@keeps_warning_filters
 def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep directory written by :func:`sweep`: its rows and (with a study) its claims."""
     import json
@@ -325,6 +330,7 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 # -------------------------------------------------------------------- sweep
+@keeps_warning_filters
 def sweep(
     *overrides: str,
     config: str | Path | None = None,

@@ -4,18 +4,17 @@ pairing, plots), the study's evaluation and one expulsion warning for the whole 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from omegaconf import OmegaConf
 
 from ..api import Claim, Study, StudyResults
-from ..errors import PluginError
+from ..caller import warn
+from ..errors import ExpulsionWarning, PluginError
 from ..evaluate import COUNT_METRICS, IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..io import atomic_write_text
 from ..plugins import Registry
-from ..training import ExpulsionWarning
 from .grid import format_value, mask_subsets, sweep_seeds
 from .plan import Plan, pairing_line
 from .plots import write_plots
@@ -80,11 +79,10 @@ def expulsion_warning(plan: Plan, rows: Sequence[Mapping[str, str]]) -> None:
     for r in over:
         counts[r["mask"]] = counts.get(r["mask"], 0) + 1
     masks = ", ".join(f"{m} ({k})" for m, k in sorted(counts.items(), key=lambda kv: -kv[1]))
-    warnings.warn(
+    warn(
         f"{len(over)} of {len(rows)} runs ended with prototypes outside the convex hull of their data, by mask: {masks} "
         f"(outside_hull_frac in {RESULTS})",
         ExpulsionWarning,
-        stacklevel=3,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -18,7 +17,8 @@ from omegaconf import DictConfig
 from ..api import Claim
 from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..io import atomic_write_text
-from ..pairing import PairingWarning
+from ..caller import warn
+from ..errors import PairingWarning
 from ..plugins import Registry
 from ..rundir import csv_text, prototype_rows
 from ..status import checks_notable, exit_code
@@ -229,7 +229,7 @@ def run_sweep(
     executor = make_executor(plan, reg, out, engine=engine, echo=say)
     line = pairing_line(plan)
     if line:
-        warnings.warn(line, PairingWarning, stacklevel=2)
+        warn(line, PairingWarning)
     open_sweep_dir(out, plan.base, plan.columns())
     with locked(out):
         open_sweep_dir(out, plan.base, plan.columns())  # re-check under the lock

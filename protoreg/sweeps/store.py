@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -20,7 +19,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .. import config as C
-from ..errors import RunDirError
+from ..caller import warn
+from ..errors import ResultsWarning, RunDirError
 from ..io import atomic_write_text, exclusive_lock
 from .. import rundir
 from ..rundir import csv_text, ensure_parent
@@ -123,10 +123,6 @@ def init_files(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
         atomic_write_text(out / RESULTS, csv_text([list(columns)]))
 
 
-class ResultsWarning(UserWarning):
-    """A row of ``results.csv`` is not a complete record (e.g. cut short) and is ignored."""
-
-
 def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     """``(line, cells)`` of every non-blank row of a CSV file, as protoreg wrote it or as a
     spreadsheet re-saved it (UTF-8 with or without a byte-order mark, LF or CRLF line ends)."""
@@ -155,17 +151,19 @@ def read_results(out: Path | str) -> list[dict[str, str]]:
     if not rows:
         return []
     header = rows[0][1]
-    records = []
+    records, bad = [], []
     for line, row in rows[1:]:
         if len(row) != len(header):
-            warnings.warn(
-                f"{path}: line {line} (run {row[0]!r}) has {len(row)} cells, expected {len(header)}: not a "
-                "complete record, so the run is not counted as finished (re-running the sweep trains it again)",
-                ResultsWarning,
-                stacklevel=2,
-            )
+            bad.append(f"line {line} (run {row[0]!r}) has {len(row)} cells, expected {len(header)}")
             continue
         records.append(dict(zip(header, row)))
+    if bad:  # one warning for the file, however many rows are cut
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warn(
+            f"{path}: {shown}: not a complete record, so the run is not counted as finished "
+            "(re-running the sweep trains it again)",
+            ResultsWarning,
+        )
     return records
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from ..caller import warn
+from ..errors import ExpulsionWarning
 from ..evaluate import Evaluation, evaluate
 from ..geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullWarmStart
 
@@ -21,10 +22,6 @@ log = logging.getLogger(__name__)
 #: Above this N x M the geometry checks during training skip the optimal matching (the
 #: ``recon_error`` metric, seconds per check for thousands of units); the final check computes it.
 RECON_EVERY_CHECK_MAX = 1_000_000
-
-
-class ExpulsionWarning(UserWarning):
-    """Prototypes left the convex hull of the training inputs."""
 
 
 def _writer(trainer: pl.Trainer) -> Any | None:
@@ -42,8 +39,10 @@ class GeometryCallback(pl.Callback):
     d > 2, the prototypes as a TensorBoard embedding). Records for every unit the first step at
     which it was outside (:attr:`expelled_at`, -1 = never).
 
-    ``on_expulsion``: ``warn`` (one warning per check at which the outside fraction crosses
-    ``max_outside_frac`` or more units leave), ``stop`` (stop training cleanly; the module's
+    ``on_expulsion``: ``warn`` (an *expulsion event* is a check at which a run's outside fraction
+    crosses ``max_outside_frac`` or more of its units leave; the first event of the callback's
+    runs is one :class:`~protoreg.errors.ExpulsionWarning`, every event is counted per run in
+    :attr:`expulsion_events`), ``stop`` (stop training cleanly; the module's
     ``stopped_reason`` becomes ``"expulsion"``), or ``ignore``.
     """
 
@@ -83,6 +82,9 @@ class GeometryCallback(pl.Callback):
         #: counts its own, like its training time)
         self.checks_run = 0
         self.check_seconds = 0.0
+        #: expulsion events per run (``on_expulsion=warn``); only the first one is warned
+        self.expulsion_events: list[int] = []
+        self._warned = False
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -91,6 +93,7 @@ class GeometryCallback(pl.Callback):
             "steps": list(self.steps),
             "trajectory": [t.tolist() for t in self.trajectory],
             "hull_warm_start": self._warm.state_dict(),
+            "expulsion_events": list(self.expulsion_events),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -98,6 +101,7 @@ class GeometryCallback(pl.Callback):
             self.expelled_at = torch.tensor(state["expelled_at"], dtype=torch.long)
         self.steps = list(state.get("steps", []))
         self.trajectory = [np.asarray(t, dtype=float) for t in state.get("trajectory", [])]
+        self.expulsion_events = [int(k) for k in state.get("expulsion_events", [])]
         if self.steps:
             self._last_checked = self.steps[-1]
         # a resumed run continues the hull checks exactly where they were
@@ -163,6 +167,13 @@ class GeometryCallback(pl.Callback):
         if not bool((crossed | more).any()):
             return
         runs = (crossed | more).nonzero().flatten().tolist()
+        if len(self.expulsion_events) < over.shape[0]:
+            self.expulsion_events += [0] * (over.shape[0] - len(self.expulsion_events))
+        for r in runs:
+            self.expulsion_events[r] += 1
+        if self._warned:  # one warning per run: later events are counted (metrics.json)
+            return
+        self._warned = True
         parts = []
         for r in runs[:3]:
             units = ev.outside[r].nonzero().flatten().tolist()
@@ -174,7 +185,8 @@ class GeometryCallback(pl.Callback):
         msg = "; ".join(parts) + (" ..." if len(runs) > 3 else "") + f" [unit (distance)]; active repulsors: {reps}"
         if self.advice:
             msg += "; " + " ".join(self.advice)
-        warnings.warn(msg, ExpulsionWarning, stacklevel=2)
+        msg += " (later expulsions of this run are counted in metrics.json's expulsion_events, not warned again)"
+        warn(msg, ExpulsionWarning)
 
     def final_report(self, module: Any) -> Evaluation:
         """The metrics of ``module`` now: the last check's if it was at this step, else fresh
@@ -202,8 +214,10 @@ class GeometryCallback(pl.Callback):
         writer = _writer(trainer)
         if writer is None or not self.figures:
             return
+        from ..plots import figure_image
+
         fig = self.figure(pl_module, run=0)
-        writer.add_figure("geometry/prototypes", fig, int(pl_module.step_count))  # type: ignore[attr-defined]
+        writer.add_image("geometry/prototypes", figure_image(fig), int(pl_module.step_count), dataformats="CHW")  # type: ignore[attr-defined]
         ev = self.last_report
         assert ev is not None
         if pl_module.model.dim > 2:  # type: ignore[attr-defined]
