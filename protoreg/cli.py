@@ -16,15 +16,16 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ProtoregError
+from .errors import ProtoregError, UsageError
 from .status import checks_notable as _checks_notable
+from .voice import command_line
 
 PROG = "protoreg"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        raise ProtoregError(message)
+        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def _print_config(command: str, args: argparse.Namespace) -> int:
     config = args.config
     if command == "fit" and args.resume is not None:
         if config is not None:
-            raise ProtoregError("--resume takes the run's own config.yaml; drop --config")
+            raise UsageError("--resume takes the run's own config.yaml; drop --config")
         config = Path(args.resume) / "config.yaml"
     print(OmegaConf.to_yaml(resolve_config(*args.overrides, config=config, sweep=command == "sweep")), end="")
     return 0
@@ -169,8 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
-            args = build_parser().parse_args(list(argv) if argv is not None else None)
-            return COMMANDS[args.command](args)
+            with command_line():
+                args = build_parser().parse_args(list(argv) if argv is not None else None)
+                return COMMANDS[args.command](args)
     except ProtoregError as exc:
         msg = " ".join(str(exc).split())  # always one line
         print(f"{PROG}: error: {msg}", file=sys.stderr)

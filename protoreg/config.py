@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -234,6 +235,19 @@ def one_line(exc: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
+def _unparsable(item: str, exc: Exception) -> str:
+    """One line for an override whose value YAML cannot read (``data.classes=[0,1``)."""
+    key, _, value = item.partition("=")
+    why = " ".join(str(getattr(exc, "problem", None) or exc).split()) or type(exc).__name__
+    context = getattr(exc, "context", None)
+    if context:
+        why = f"{' '.join(str(context).split())}: {why}"
+    hint = ""
+    if re.search(r"[{,]\s*[^\s:{},]+:[^\s]", value):
+        hint = "; in a YAML mapping put a space after each colon, e.g. {data.n: [3, 5]}"
+    return f"{key.strip()}: the value {value!r} is not valid YAML ({why}){hint}"
+
+
 def default_config() -> DictConfig:
     """The structured default configuration."""
     return OmegaConf.structured(Config)
@@ -266,7 +280,15 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
             problems.append(f"{item!r}: expected KEY=VALUE")
             continue
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            parsed = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as exc:
+            problems.append(one_line(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001 - the value is not YAML (yaml's own errors)
+            problems.append(_unparsable(item, exc))
+            continue
+        try:
+            cfg = OmegaConf.merge(cfg, parsed)
         except OmegaConfBaseException as exc:
             problems.append(one_line(exc))
     if problems:
@@ -345,6 +367,31 @@ def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
     return p
 
 
+def sweep_problems(cfg: DictConfig) -> list[str]:
+    """Problems of the ``sweep.*`` settings that do not depend on the registries (executor, Ray
+    resources, limits); the same checks for ``fit`` and ``sweep``."""
+    p: list[str] = []
+    sw = cfg.sweep
+    if sw.executor not in ("local", "ray"):
+        p.append(f"sweep.executor: expected local or ray, got {sw.executor!r}")
+    if not (_num(sw.ray.num_cpus_per_task) and sw.ray.num_cpus_per_task > 0):
+        p.append(f"sweep.ray.num_cpus_per_task: must be > 0, got {sw.ray.num_cpus_per_task}")
+    if not (_num(sw.ray.num_gpus_per_task) and sw.ray.num_gpus_per_task >= 0):
+        p.append(f"sweep.ray.num_gpus_per_task: must be >= 0, got {sw.ray.num_gpus_per_task}")
+    if sw.ray.max_retries < 0:
+        p.append(f"sweep.ray.max_retries: must be >= 0, got {sw.ray.max_retries}")
+    if sw.ray.address is not None and not str(sw.ray.address).strip():
+        p.append("sweep.ray.address: empty; give a cluster's address (auto, HOST:PORT, ray://HOST:PORT) or null for a local instance")
+    if sw.max_runs < 1:
+        p.append(f"sweep.max_runs: must be >= 1, got {sw.max_runs}")
+    for ikey in INT_MAXIMA:
+        if ikey.startswith("sweep."):
+            problem = int_maximum_problem(ikey, OmegaConf.select(cfg, ikey))
+            if problem:
+                p.append(problem)
+    return p
+
+
 def validate(
     cfg: DictConfig,
     losses: Mapping[str, LossEntry],
@@ -390,18 +437,10 @@ def validate(
     if not (_num(g.rel_tol) and g.rel_tol > 0):
         p.append(f"geometry.rel_tol: must be a finite number > 0, got {g.rel_tol}")
 
-    sw = cfg.sweep
-    if sw.executor not in ("local", "ray"):
-        p.append(f"sweep.executor: expected local or ray, got {sw.executor!r}")
-    if not (_num(sw.ray.num_cpus_per_task) and sw.ray.num_cpus_per_task > 0):
-        p.append(f"sweep.ray.num_cpus_per_task: must be > 0, got {sw.ray.num_cpus_per_task}")
-    if not (_num(sw.ray.num_gpus_per_task) and sw.ray.num_gpus_per_task >= 0):
-        p.append(f"sweep.ray.num_gpus_per_task: must be >= 0, got {sw.ray.num_gpus_per_task}")
-    if sw.ray.max_retries < 0:
-        p.append(f"sweep.ray.max_retries: must be >= 0, got {sw.ray.max_retries}")
-    if sw.max_runs < 1:
-        p.append(f"sweep.max_runs: must be >= 1, got {sw.max_runs}")
+    p.extend(sweep_problems(cfg))
     for ikey in INT_MAXIMA:
+        if ikey.startswith("sweep."):
+            continue  # sweep_problems checks them
         problem = int_maximum_problem(ikey, OmegaConf.select(cfg, ikey))
         if problem:
             p.append(problem)

@@ -77,6 +77,26 @@ def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
         os.close(fd)
 
 
+def lock_held(path: Path) -> bool:
+    """Whether another process holds the lock file ``path`` of :func:`exclusive_lock` now (False
+    where there is no such file, or ``fcntl`` is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def remove_tree(path: Path) -> None:
     """Remove a file, a symbolic link or a folder with its contents (nothing if absent)."""
     if path.is_dir() and not path.is_symlink():

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .caller import warn
 from .errors import RunDirError, RunDirWarning
-from .io import atomic_write_json, atomic_write_text, exclusive_lock, merge_into, remove_tree
+from .voice import arg, rerun_sweep, resume_hint
+from .io import atomic_write_json, atomic_write_text, exclusive_lock, lock_held, merge_into, remove_tree
 
 if TYPE_CHECKING:  # pragma: no cover
     from .training import GroupOutcome, RunSpec, Units
@@ -49,9 +50,29 @@ PROTOTYPE_TAIL: tuple[str, ...] = ("outside_hull", "hull_distance", "expelled_at
 
 
 # ----------------------------------------------------------------- where
-def default_out(root: str) -> Path:
-    """``root/<timestamp>``: where a command writes when no ``--out`` is given."""
-    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+def default_out(root: str | Path) -> Path:
+    """A new, empty folder ``root/<timestamp>`` (``root/<timestamp>-2``, ``-3``, ... when that
+    one exists: two fits in the same second, or in two processes, each get their own), created
+    here so that no other call can take it. Where a command writes when no output is named; the
+    caller removes it again (while empty) when the command fails."""
+    base = Path(root) / time.strftime("%Y%m%d-%H%M%S")
+    ensure_parent(base)
+    for k in range(1, 10_000):
+        path = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot create the output directory ({exc.strerror or exc})") from None
+        return path
+    raise RunDirError(f"{base}: 9999 output directories of this second exist already; name one with {arg('out')}")  # pragma: no cover
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove the folder ``path`` if it is empty (a reserved :func:`default_out` nobody wrote to)."""
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def check_out(out: Path) -> None:
@@ -65,7 +86,7 @@ def check_out(out: Path) -> None:
     (continue it with ``--resume``) and any other folder with content.
     """
     if out.is_symlink() and not out.exists():
-        raise RunDirError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist (create it, or choose another --out)")
+        raise RunDirError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist (create it, or choose another {arg('out')})")
     if not out.exists():
         ensure_parent(out)
         return
@@ -76,12 +97,12 @@ def check_out(out: Path) -> None:
     if not content:
         return
     if (out / SWEEP_MANIFEST).is_file():
-        raise RunDirError(f"{out}: a sweep directory, not a run directory (choose another --out)")
+        raise RunDirError(f"{out}: a sweep directory, not a run directory (choose another {arg('out')})")
     if (out / CONFIG).is_file():
         status = _status(out)
-        raise RunDirError(f"{out}: already holds a run ({status}); continue it with `protoreg fit --resume {out}`, or choose another --out")
+        raise RunDirError(f"{out}: already holds a run ({status}); continue it with {resume_hint(out)}, or choose another {arg('out')}")
     shown = ", ".join(sorted(content)[:3]) + (", ..." if len(content) > 3 else "")
-    raise RunDirError(f"{out}: output directory exists and is not empty ({shown}); choose another --out")
+    raise RunDirError(f"{out}: output directory exists and is not empty ({shown}); choose another {arg('out')}")
 
 
 def check_resumable(run_dir: Path) -> None:
@@ -89,10 +110,21 @@ def check_resumable(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
     if (run_dir / SWEEP_MANIFEST).is_file():
-        raise RunDirError(f"{run_dir}: a sweep directory; re-run its `protoreg sweep` command to resume it")
+        raise RunDirError(f"{run_dir}: a sweep directory; {rerun_sweep()} to resume it")
     if not (run_dir / CONFIG).is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
     _check_writable(run_dir)
+
+
+def check_not_being_written(run_dir: Path) -> None:
+    """Refuse to read a run directory that holds no finished run yet: a fit is still writing it
+    (it holds the lock), or a fit that was killed left only its staging folder."""
+    if (run_dir / METRICS).is_file() and (run_dir / CONFIG).is_file():
+        return  # a finished run (a resume may be under way: these files stay consistent until it merges)
+    if lock_held(run_dir / LOCK):
+        raise RunDirError(f"{run_dir}: a run is still being written there (a fit holds {LOCK}); load it once that fit has finished")
+    if any(p.name.startswith(STAGE_PREFIX) for p in run_dir.iterdir()):
+        raise RunDirError(f"{run_dir}: holds only the staging folder of a fit that did not finish; no run was written there")
 
 
 def _check_writable(path: Path) -> None:

@@ -22,18 +22,21 @@ from . import config as C
 from .api import Claim
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, trained_steps
 from .caller import keeps_warning_filters, warn
-from .errors import ConfigError, ProtoregError, RunDirError, RunDirWarning
+from .errors import ConfigError, RunDirError, RunDirWarning, UsageError
+from .voice import arg
 from .plugins import Registry
 from .rundir import (
     CONFIG,
     METRICS,
     PROTOTYPES,
+    check_not_being_written,
     check_out,
     check_resumable,
     default_out,
     read_config,
     read_metrics,
     read_prototype_positions,
+    remove_if_empty,
     write_run,
     writing_run,
 )
@@ -182,9 +185,15 @@ def fit(
     if resume is not None:
         return _resume(Path(resume), overrides, config, out, reg)
     prepared = _prepare(C.load_config(config, overrides), reg)
-    target = Path(out) if out is not None else default_out("runs")
-    check_out(target)
-    return _train_run(prepared, target, reg)
+    if out is not None:
+        check_out(Path(out))
+        return _train_run(prepared, Path(out), reg)
+    target = default_out("runs")  # reserved: a fit started in the same second gets another one
+    try:
+        return _train_run(prepared, target, reg)
+    except BaseException:
+        remove_if_empty(target)
+        raise
 
 
 def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping[str, Any] | None = None) -> Run:
@@ -237,7 +246,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg:
     """Continue ``run_dir``: refuse, before anything is written, a change to what defines the run
     (anything outside :data:`RESUME_MUTABLE_KEYS`) and a ``train.steps`` it has already trained."""
     if config is not None or out is not None:
-        raise ProtoregError("--resume takes the run's own config.yaml and directory; drop --config/--out")
+        raise UsageError(f"{arg('resume')} takes the run's own config.yaml and directory; drop {arg('config')} and {arg('out')}")
     check_resumable(run_dir)
     saved = C.load_config(run_dir / CONFIG)
     cfg = C.load_config(run_dir / CONFIG, overrides)
@@ -248,7 +257,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg:
         raise ConfigError(
             f"{keys}: cannot change when resuming {run_dir} ({shown}); only train.steps, train.log_every_n_steps, "
             "train.compile, trainer.accelerator, trainer.devices, trainer.max_time, geometry.* and pairing.* "
-            "may change (train a new run with --out to change the others)"
+            f"may change (train a new run with {arg('out')} to change the others)"
         )
     prepared = _prepare(cfg, reg)
     ckpt = load_checkpoint(run_dir / "checkpoints" / CHECKPOINT_NAME)
@@ -288,6 +297,7 @@ def load_run(path: str | Path) -> Run:
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
+    check_not_being_written(run_dir)
     cfg = read_config(run_dir)
     metrics = read_metrics(run_dir)
     prototypes = read_prototype_positions(run_dir / PROTOTYPES)
@@ -347,13 +357,12 @@ def sweep(
     prints them); ``plots=False`` skips the figures.
     """
     from .sweeps.runner import run_sweep
-    from .sweeps.store import default_out as sweep_out
     from .sweeps.store import read_results
     from .sweeps.report import parse_row
 
     reg = reg or Registry.load(plugins=plugins)
     cfg = C.load_config(config, overrides)
-    target = Path(out) if out is not None else sweep_out()
-    res = run_sweep(cfg, target, reg=reg, echo=echo, plots=plots)
+    res = run_sweep(cfg, Path(out) if out is not None else None, reg=reg, echo=echo, plots=plots)
+    target = res.out
     rows = [parse_row(r) for r in read_results(target)]
     return Sweep(target, rows, res.claims, res.runs, res.trained, res.skipped, res.failed, res.seconds, res.interrupted)

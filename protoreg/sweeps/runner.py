@@ -23,15 +23,17 @@ from ..plugins import Registry
 from ..rundir import csv_text, prototype_rows
 from ..status import checks_notable, exit_code
 from ..training import RunOutcome, train_group
-from .executors import Echo, Engine, GroupJob, GroupResult, make_executor
+from .executors import Echo, Engine, Executor, GroupJob, GroupResult, LocalExecutor, make_executor
 from .grid import SweepRun, format_value
 from .plan import Plan, pairing_line, plan_groups, plan_sweep
 from .report import expulsion_warning, write_report
+from ..rundir import remove_if_empty
 from .store import (
     PROTOTYPES,
     RESULTS,
     TB,
     append_rows,
+    default_out,
     init_files,
     locked,
     next_group_index,
@@ -213,12 +215,15 @@ def _write_tb(out: Path, index: int, files: Mapping[str, bytes]) -> None:
 
 
 def run_sweep(
-    base: DictConfig, out: Path, *, reg: Registry, echo: Echo | None = None, plots: bool = True, engine: Engine = train_group
+    base: DictConfig, out: Path | None, *, reg: Registry, echo: Echo | None = None, plots: bool = True, engine: Engine = train_group
 ) -> SweepOutcome:
     """Validate every run of ``base``, then train the unfinished ones group by group into ``out``
     with the executor of ``sweep.executor`` (each group through ``engine``, the training engine),
     record each finished group atomically, and leave ``results.csv`` and ``prototypes.csv`` in
     :func:`record_order`.
+
+    ``out`` None: a new ``sweeps/<timestamp>`` (:func:`~protoreg.sweeps.store.default_out`),
+    reserved once every run is valid and the executor is ready. Nothing is written before then.
 
     Runs whose effective settings are identical (e.g. the baseline at every value of an inactive
     loss's temperature) are trained once and share the result (their ``seconds`` are 0).
@@ -230,6 +235,23 @@ def run_sweep(
     line = pairing_line(plan)
     if line:
         warn(line, PairingWarning)
+    if out is not None:
+        open_sweep_dir(out, plan.base, plan.columns(), create=False)  # refuse a wrong directory before Ray starts
+    with executor.session():  # Ray: connected, and proven to run a task (or refused: nothing written)
+        reserved = out is None
+        target = default_out() if out is None else out
+        if isinstance(executor, LocalExecutor):
+            executor.out = target
+        try:
+            return _run_in(target, plan, reg, executor, say, plots, t_start)
+        except BaseException:
+            if reserved:
+                remove_if_empty(target)
+            raise
+
+
+def _run_in(out: Path, plan: Plan, reg: Registry, executor: Executor, say: Echo, plots: bool, t_start: float) -> SweepOutcome:
+    """The body of :func:`run_sweep` once the executor is ready: open, train, record, report."""
     open_sweep_dir(out, plan.base, plan.columns())
     with locked(out):
         open_sweep_dir(out, plan.base, plan.columns())  # re-check under the lock

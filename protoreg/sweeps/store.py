@@ -22,6 +22,7 @@ from .. import config as C
 from ..caller import warn
 from ..errors import ResultsWarning, RunDirError
 from ..io import atomic_write_text, exclusive_lock
+from ..voice import arg, on_command_line
 from .. import rundir
 from ..rundir import csv_text, ensure_parent
 from .grid import format_value
@@ -37,7 +38,8 @@ TB = "tb"
 
 
 def default_out() -> Path:
-    """``sweeps/<timestamp>``: where a sweep writes when no ``--out`` is given."""
+    """A new, empty ``sweeps/<timestamp>`` (see :func:`protoreg.rundir.default_out`): where a
+    sweep writes when no output is named."""
     return rundir.default_out("sweeps")
 
 
@@ -87,33 +89,36 @@ def locked(out: Path) -> Iterator[None]:
         yield
 
 
-def open_sweep_dir(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
-    """Check ``out`` (new, empty, or a sweep started by the same config); create it if needed.
+def open_sweep_dir(out: Path, base: DictConfig, columns: Sequence[str], *, create: bool = True) -> None:
+    """Check ``out`` (new, empty, or a sweep started by the same config); create it if needed
+    (only check, creating nothing, with ``create=False``).
 
     Raises :class:`RunDirError` for a directory that is not a sweep or was started by a
     different config (the message lists the differing keys).
     """
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
-    ensure_parent(out)
+    if create:
+        ensure_parent(out)
     manifest = out / MANIFEST
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         if not manifest.is_file():
-            raise RunDirError(f"{out}: not a sweep directory (no {MANIFEST}) and not empty; choose another --out")
-        old = rundir.read_yaml(manifest, "choose another --out")
+            raise RunDirError(f"{out}: not a sweep directory (no {MANIFEST}) and not empty; choose another {arg('out')}")
+        old = rundir.read_yaml(manifest, f"choose another {arg('out')}")
         diffs = config_differences(old, base)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
             raise RunDirError(
                 f"{out}: this sweep directory was started with a different config ({shown}); "
-                f"re-run the original command to resume, or choose another --out"
+                f"re-run the original {'command' if on_command_line() else 'call'} to resume, or choose another {arg('out')}"
             )
         results = out / RESULTS
         if results.is_file():
             header = read_header(results)
             if header != list(columns):
-                raise RunDirError(f"{results}: columns do not match this sweep's ({', '.join(header[:6])} ...); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+                raise RunDirError(f"{results}: columns do not match this sweep's ({', '.join(header[:6])} ...); choose another {arg('out')}")
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
 
 
 def init_files(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
