@@ -23,7 +23,7 @@ from .api import Claim
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, trained_steps
 from .caller import keeps_warning_filters, warn
 from .errors import ConfigError, RunDirError, RunDirWarning, UsageError
-from .voice import arg
+from .voice import arg, on_command_line
 from .plugins import Registry
 from .rundir import (
     CONFIG,
@@ -210,6 +210,11 @@ def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping
         outcome = train_group(group, geometry, log_dir=stage, checkpoint=stage / "checkpoints" / CHECKPOINT_NAME, resume=checkpoint)
         write_run(stage, spec, outcome)
     sig = group.module.stop_signal
+    forced = group.module.forced_signal
+    if forced is not None and not on_command_line():
+        # a second Ctrl-C: the caller gets KeyboardInterrupt, as Python gives it, once the run
+        # directory is complete (the command line reports the run's status instead)
+        raise KeyboardInterrupt(f"stopped by a second {signal.Signals(forced).name}; {target} holds the run as it stopped ({outcome.runs[0].status})")
     if sig is not None and outcome.runs[0].status == "completed":
         warn(f"{signal.Signals(sig).name} arrived after training had finished; the run directory was completed", RunDirWarning)
     run = load_run(target)

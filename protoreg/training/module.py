@@ -128,6 +128,8 @@ class ProtoRegModule(pl.LightningModule):
         self.failures: dict[int, RunFailure] = {}
         self.stopped_reason: str | None = None  #: one of :data:`STOP_REASONS`, or None
         self.stop_signal: int | None = None
+        #: the signal of a second SIGINT/SIGTERM (stop at once), when one arrived
+        self.forced_signal: int | None = None
         self._stop_event = threading.Event()
         self._frozen: dict[str, torch.Tensor] = {}
         self._optimizer_state: dict[str, Any] | None = None

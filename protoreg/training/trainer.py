@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..errors import ConfigError
+from ..voice import on_command_line
 from .module import ProtoRegModule
 from .terms import ForcedStop
 
@@ -130,8 +131,10 @@ class StopOnSignals(pl.Callback):
     :class:`~protoreg.training.terms.ForcedStop` where the program is. When that is a loss, the
     step is abandoned before any parameter changed and the runs fail naming the loss (the run
     directory is written); anywhere else training ends with ``KeyboardInterrupt`` and nothing more
-    is written. If the program still runs :data:`FORCE_EXIT_SECONDS` later (a plugin swallowed the
-    stop), the process exits with status 130.
+    is written. On the command line only: if the program still runs :data:`FORCE_EXIT_SECONDS`
+    later (a plugin swallowed the stop), the process exits with status 130. From the Python API
+    the process is the caller's: every further signal raises again, and the caller gets
+    ``KeyboardInterrupt`` once the run directory is consistent, as Python does.
 
     Installed when fitting is set up and again at ``on_train_start``, after Lightning's own
     SIGTERM handler, so ours wins and the run is recorded as interrupted."""
@@ -163,7 +166,9 @@ class StopOnSignals(pl.Callback):
             module.request_stop(signum)
             _say(f"protoreg: {name}: stopping after the current step (send it again to stop at once)")
             return
-        threading.Thread(target=self._exit_unless_stopped, args=(module, name), daemon=True).start()
+        module.forced_signal = signum
+        if on_command_line():  # ending the process is the command's choice, never the library's
+            threading.Thread(target=self._exit_unless_stopped, args=(module, name), daemon=True).start()
         raise ForcedStop(signum)
 
     def _exit_unless_stopped(self, module: ProtoRegModule, name: str) -> None:
