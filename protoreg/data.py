@@ -340,6 +340,9 @@ def _read_csv(path: Path, targets: Sequence[Any] | None) -> tuple[np.ndarray, np
     else:
         header = [h.strip() for h in first]
         body = rows[1:]
+        dup = sorted({h for h in header if header.count(h) > 1})
+        if dup:  # a target named by a repeated column would be ambiguous: refuse, never guess
+            raise DataError(f"{path}: the header names column(s) {', '.join(repr(h) for h in dup)} more than once; give every column its own name")
     if not body:
         raise DataError(f"{path}: no data rows after the header")
     if len(header) < 2:

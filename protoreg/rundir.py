@@ -14,6 +14,7 @@ import csv
 import glob
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -359,6 +360,33 @@ def read_prototype_positions(path: Path, run: str | None = None) -> np.ndarray:
         return np.array([[float(r[i]) if r[i] != "" else np.nan for i in cols] for r in rows], dtype=float).reshape(len(rows), len(cols))
     except ValueError as exc:
         raise RunDirError(f"{path}: not a prototypes table ({exc})") from None
+
+
+def check_consistent(run_dir: Path, metrics: Mapping[str, Any], prototypes: np.ndarray) -> None:
+    """Refuse a run directory whose files disagree (one truncated or edited): ``prototypes.csv``
+    must hold ``metrics.json``'s ``width`` units of ``dim`` coordinates, and ``data.npz`` (when
+    kept) ``n`` samples of ``dim`` inputs. The :class:`RunDirError` names the file that disagrees."""
+    run_dir = Path(run_dir)
+
+    def expect(key: str) -> int | None:
+        v = metrics.get(key)
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    width, dim, n = expect("width"), expect("dim"), expect("n")
+    rows, cols = prototypes.shape
+    if width is not None and rows != width:
+        raise RunDirError(f"{run_dir / PROTOTYPES}: {rows} unit row(s), but {METRICS} says width {width}; the run directory's files disagree (truncated or edited)")
+    if dim is not None and cols != dim:
+        raise RunDirError(f"{run_dir / PROTOTYPES}: {cols} coordinate column(s), but {METRICS} says dim {dim}; the run directory's files disagree (truncated or edited)")
+    data = run_dir / DATA
+    if data.is_file() and n is not None and dim is not None:
+        try:
+            with np.load(data, allow_pickle=False) as z:
+                shape = tuple(z["x"].shape)
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+            raise RunDirError(f"{data}: unreadable ({type(exc).__name__}: {exc})") from None
+        if shape != (n, dim):
+            raise RunDirError(f"{data}: inputs of shape {shape}, but {METRICS} says n={n}, dim={dim}; the run directory's files disagree (truncated or edited)")
 
 
 def metrics_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -29,6 +29,7 @@ from .rundir import (
     CONFIG,
     METRICS,
     PROTOTYPES,
+    check_consistent,
     check_not_being_written,
     check_out,
     check_resumable,
@@ -306,6 +307,7 @@ def load_run(path: str | Path) -> Run:
     cfg = read_config(run_dir)
     metrics = read_metrics(run_dir)
     prototypes = read_prototype_positions(run_dir / PROTOTYPES)
+    check_consistent(run_dir, metrics, prototypes)
     return Run(run_dir, str(metrics.get("status", "unknown")), metrics, prototypes, cfg)
 
 

@@ -180,7 +180,7 @@ def test_a_third_party_study_is_listed_and_evaluated(tmp_path: Path, monkeypatch
     assert [(c.id, c.verdict, dict(c.numbers)) for c in sw.claims] == [("K1", "PASS", {"runs": 8})]
     assert "**K1 — PASS**" in (sw.dir / "summary.md").read_text()
     # a study that raises is named, with its distribution; the results stay recorded
-    with pytest.raises(PluginError, match=r"study 'broken' \(study-dist 1.0\) raised ZeroDivisionError: oops"):
+    with pytest.raises(PluginError, match=r"study 'broken' \(study-dist 1.0\): evaluate\(\) raised ZeroDivisionError: oops"):
         quiet_sweep(*SWEEP_FAST, "sweep.study=broken", config=QUICK, out=tmp_path / "sw", plots=False)
     assert len(list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))) == 8
 
