@@ -70,7 +70,13 @@ def _print_config(command: str, args: argparse.Namespace) -> int:
         if config is not None:
             raise UsageError("--resume takes the run's own config.yaml; drop --config")
         config = Path(args.resume) / "config.yaml"
-    print(OmegaConf.to_yaml(resolve_config(*args.overrides, config=config, sweep=command == "sweep")), end="")
+    cfg = resolve_config(*args.overrides, config=config, sweep=command == "sweep")
+    if command == "fit":  # fit ignores the sweep section: do not show keys that change nothing
+        shown = OmegaConf.to_container(cfg)
+        assert isinstance(shown, dict)
+        shown.pop("sweep", None)
+        cfg = OmegaConf.create(shown)
+    print(OmegaConf.to_yaml(cfg), end="")
     return 0
 
 

@@ -7,6 +7,7 @@ line. Configs never run code: only OmegaConf's built-in interpolations are avail
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
@@ -304,10 +305,42 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _trainer_params() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _trainer_params() -> frozenset[str]:
+    """The arguments of ``lightning.Trainer``, read from the installed Lightning's source without
+    importing it (importing Lightning takes seconds; ``fit --print-config`` trains nothing). Where
+    the source cannot be read, Lightning is imported and asked."""
+    found = _trainer_params_from_source()
+    if found:
+        return found
     from lightning.pytorch import Trainer
 
-    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    return frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+def _trainer_params_from_source() -> frozenset[str] | None:
+    import ast
+    import importlib.util
+    import sys
+
+    if "lightning.pytorch" in sys.modules:  # already imported: ask it
+        return None
+    try:
+        spec = importlib.util.find_spec("lightning")  # finds, does not import
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(list(spec.submodule_search_locations)[0]) / "pytorch" / "trainer" / "trainer.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    a = item.args
+                    names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]} - {"self"}
+                    return frozenset(names) if names else None
+    return None
 
 
 def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:

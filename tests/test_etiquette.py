@@ -111,3 +111,38 @@ def test_every_error_and_warning_class_is_exported_and_documented() -> None:
     from protoreg.training.module import CompileWarning
 
     assert {DataWarning, PairingWarning, PluginLoadWarning, ResultsWarning, ExpulsionWarning, CompileWarning} <= set(_classes(E.ProtoregWarning))
+
+
+QUICK_COMMANDS = r"""
+import contextlib, io, sys
+from protoreg.cli import main
+codes = []
+for argv in (["--version"], ["--help"], ["fit", "--print-config"], ["plugins"], ["check", sys.argv[1]]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        codes.append(main(argv))
+print("CODES", codes)
+print("LIGHTNING", sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning")))
+"""
+
+
+def test_quick_commands_never_import_lightning(tmp_path: Path, no_autoload: None) -> None:
+    run = protoreg.fit("data.n=8", "train.steps=10", "train.log_every_n_steps=10", "trainer.accelerator=cpu", out=tmp_path / "r")
+    proc = subprocess.run([sys.executable, "-c", QUICK_COMMANDS, str(run.dir)], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PROTOREG_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "CODES [0, 0, 0]" in proc.stdout and "LIGHTNING []" in proc.stdout, proc.stdout + proc.stderr[-1000:]
+
+
+def test_the_trainer_arguments_read_from_source_are_lightnings() -> None:
+    from lightning.pytorch import Trainer
+
+    from protoreg.config import _trainer_params_from_source
+
+    import sys as _sys
+
+    saved = _sys.modules.pop("lightning.pytorch")  # as in a process that has not imported it
+    try:
+        found = _trainer_params_from_source()
+    finally:
+        _sys.modules["lightning.pytorch"] = saved
+    assert found == set(inspect.signature(Trainer.__init__).parameters) - {"self"}
