@@ -171,6 +171,7 @@ def fit(
     resume: str | Path | None = None,
     plugins: Sequence[Any] = (),
     reg: Registry | None = None,
+    progress: bool | None = None,
 ) -> Run:
     """Train one model and write its run directory; return the :class:`Run`.
 
@@ -180,8 +181,17 @@ def fit(
     :data:`RESUME_MUTABLE_KEYS` (no ``config``/``out``). The run directory is locked while it is
     written, and files in it that protoreg did not write are kept.
     ``plugins``: plugin modules or objects with ``@protoreg.hookimpl`` functions, registered
-    inline next to the installed ones (a loss defined in a notebook).
+    inline next to the installed ones (a loss defined in a notebook). ``progress``: draw a step
+    bar (True), never (False), or by default on a terminal and in a Jupyter notebook
+    (``PROTOREG_PROGRESS=0``/``1`` decides when set; off when ``CI`` is set).
     """
+    from .display import progress_setting
+
+    with progress_setting(progress):
+        return _fit(overrides, config, out, resume, plugins, reg)
+
+
+def _fit(overrides: Sequence[str], config: Any, out: Any, resume: Any, plugins: Sequence[Any], reg: Registry | None) -> Run:
     reg = reg or Registry.load(plugins=plugins)
     if resume is not None:
         return _resume(Path(resume), overrides, config, out, reg)
@@ -356,12 +366,14 @@ def sweep(
     reg: Registry | None = None,
     echo: Callable[[str], None] | None = None,
     plots: bool = True,
+    progress: bool | None = None,
 ) -> Sweep:
     """Train a grid of runs (``sweep.*`` keys), batched, into a sweep directory; return the :class:`Sweep`.
 
     ``out`` defaults to ``sweeps/<timestamp>``; re-running into the same directory resumes it.
     ``plugins`` as for :func:`fit`; ``echo`` receives one line per trained group (the CLI
-    prints them); ``plots=False`` skips the figures.
+    prints them); ``plots=False`` skips the figures; ``progress`` as for :func:`fit` (a step bar
+    per batch).
     """
     from .sweeps.runner import run_sweep
     from .sweeps.store import read_results
@@ -369,7 +381,10 @@ def sweep(
 
     reg = reg or Registry.load(plugins=plugins)
     cfg = C.load_config(config, overrides)
-    res = run_sweep(cfg, Path(out) if out is not None else None, reg=reg, echo=echo, plots=plots)
+    from .display import progress_setting
+
+    with progress_setting(progress):
+        res = run_sweep(cfg, Path(out) if out is not None else None, reg=reg, echo=echo, plots=plots)
     target = res.out
     rows = [parse_row(r) for r in read_results(target)]
     return Sweep(target, rows, res.claims, res.runs, res.trained, res.skipped, res.failed, res.seconds, res.interrupted)
