@@ -170,8 +170,21 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code."""
+    """Run the CLI; return the exit code. The root logger's handlers and level are as before
+    when it returns (``main`` may be called from a notebook or a test)."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _main(argv)
+    finally:
+        for h in root.handlers[:]:
+            if h not in saved[0]:
+                root.removeHandler(h)
+        root.setLevel(saved[1])
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
