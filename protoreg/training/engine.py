@@ -93,6 +93,7 @@ def train_group(
         its metrics (sweeps).
     """
     module = group.module
+    geometry.image_shape = group.image_shape
     progress = StepProgress(desc="fit" if tb_name == "tb" else tb_name.rsplit("/", 1)[-1])  # drawn on a terminal only
     callbacks = [geometry, StopOnSignals(), progress]
     trainer = make_trainer(OmegaConf.to_container(group.cfg.trainer, resolve=True), log_dir, callbacks, tb_name=tb_name)  # type: ignore[arg-type]
