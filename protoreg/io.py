@@ -31,10 +31,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise naming(exc, path) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def naming(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` with ``path`` as its file name where the failure named none (a write or fsync
+    that hits a full disk or a file-size limit says only ``File too large``)."""
+    if exc.filename:
+        return exc
+    named = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    named.__traceback__ = exc.__traceback__
+    return named
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

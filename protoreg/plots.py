@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from .io import naming
+
 INSIDE_COLOR = "tab:blue"
 OUTSIDE_COLOR = "tab:red"
 
@@ -43,6 +45,9 @@ def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> None:
     try:
         fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise naming(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
