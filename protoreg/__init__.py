@@ -6,31 +6,63 @@ The public API is what this module exports, and nothing else is promised:
   :func:`load_data`, :func:`resolve_config`, :class:`Run`, :class:`Sweep`;
 * writing plugins: :class:`StructuralLoss`, :class:`LossContext`, :class:`Study`, :class:`Claim`,
   :class:`StudyResults`, :data:`hookimpl` (hooks: :mod:`protoreg.hookspecs`);
-* errors: :mod:`protoreg.errors` (every one a :class:`ProtoregError`).
+* errors: :mod:`protoreg.errors` (every one a :class:`ProtoregError`);
+* warnings: every one a :class:`ProtoregWarning`, attributed to the caller's line.
 """
 
 from __future__ import annotations
 
 from .api import Claim, LossContext, StructuralLoss, Study, StudyResults, hookimpl
-from .errors import ConfigError, DataError, LossError, PluginError, ProtoregError, TrainingError
+from .errors import (
+    CheckpointError,
+    CompileWarning,
+    ConfigError,
+    ConfigWarning,
+    DataError,
+    DataWarning,
+    ExpulsionWarning,
+    LossError,
+    PairingWarning,
+    PluginError,
+    PluginLoadWarning,
+    ProtoregError,
+    ProtoregWarning,
+    ResultsWarning,
+    RunDirError,
+    RunDirWarning,
+    TrainingError,
+    UsageError,
+)
 from .workflows import Run, Sweep, fit, load_data, load_run, load_sweep, resolve_config, sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "Claim",
+    "CompileWarning",
     "ConfigError",
+    "ConfigWarning",
     "DataError",
+    "DataWarning",
+    "ExpulsionWarning",
     "LossContext",
     "LossError",
+    "PairingWarning",
     "PluginError",
+    "PluginLoadWarning",
     "ProtoregError",
+    "ProtoregWarning",
+    "ResultsWarning",
     "Run",
+    "RunDirError",
+    "RunDirWarning",
     "StructuralLoss",
     "Study",
     "StudyResults",
     "Sweep",
     "TrainingError",
+    "UsageError",
     "__version__",
     "fit",
     "hookimpl",

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from .data import check_image_shape
 from .errors import RunDirError
+from .rundir import SWEEP_MANIFEST, check_not_being_written
 from .evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate
 from .geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL
 from .model import GaussianMLP
@@ -78,11 +79,34 @@ def _expelled_at(ckpt: dict[str, Any], width: int, where: str) -> list[int]:
     return [-1] * width
 
 
+def _check_against_metrics(run_dir: Path, model: GaussianMLP, state: dict[str, Any]) -> None:
+    """The checkpoint's model and data must be the run that ``metrics.json`` describes."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{run_dir / 'metrics.json'}: unreadable ({type(exc).__name__}: {exc})") from None
+    x = state.get("x")
+    have = {"width": model.width, "dim": model.dim, "n": int(x.shape[1]) if isinstance(x, torch.Tensor) and x.ndim == 3 else None}
+    for key, value in have.items():
+        want = metrics.get(key) if isinstance(metrics, dict) else None
+        if value is not None and isinstance(want, int) and want != value:
+            raise RunDirError(
+                f"{run_dir / 'checkpoints' / CHECKPOINT_NAME}: holds a model with {key} {value}, but metrics.json says {key} {want}; "
+                "the run directory's files disagree (truncated, edited or mixed from two runs)"
+            )
+
+
 def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     """Recomputed metrics and per-unit geometry of run 0 of a run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
+    if (run_dir / SWEEP_MANIFEST).is_file():
+        raise RunDirError(
+            f"{run_dir}: a sweep directory; protoreg check takes a run directory of protoreg fit "
+            "(a sweep's geometry is in its results.csv, prototypes.csv and summary.md)"
+        )
+    check_not_being_written(run_dir)
     for name in ("config.yaml", "metrics.json"):
         if not (run_dir / name).is_file():
             raise RunDirError(f"{run_dir}: incomplete run directory (no {name})")
@@ -103,6 +127,7 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         raise RunDirError(f"{run_dir / 'config.yaml'}: unreadable ({exc})") from None
     model = model_from_state(state, str(path))
+    _check_against_metrics(run_dir, model, state)
     try:
         x, y = stored_data(state, model, str(path))
         expelled = _expelled_at(ckpt, model.width, str(path))

@@ -16,15 +16,16 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ProtoregError
+from .errors import ProtoregError, UsageError
 from .status import checks_notable as _checks_notable
+from .voice import command_line
 
 PROG = "protoreg"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        raise ProtoregError(message)
+        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +68,15 @@ def _print_config(command: str, args: argparse.Namespace) -> int:
     config = args.config
     if command == "fit" and args.resume is not None:
         if config is not None:
-            raise ProtoregError("--resume takes the run's own config.yaml; drop --config")
+            raise UsageError("--resume takes the run's own config.yaml; drop --config")
         config = Path(args.resume) / "config.yaml"
-    print(OmegaConf.to_yaml(resolve_config(*args.overrides, config=config, sweep=command == "sweep")), end="")
+    cfg = resolve_config(*args.overrides, config=config, sweep=command == "sweep")
+    if command == "fit":  # fit ignores the sweep section: do not show keys that change nothing
+        shown = OmegaConf.to_container(cfg)
+        assert isinstance(shown, dict)
+        shown.pop("sweep", None)
+        cfg = OmegaConf.create(shown)
+    print(OmegaConf.to_yaml(cfg), end="")
     return 0
 
 
@@ -89,6 +96,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     if m.get("recon_ssim") is not None:
         print(f"  recon_ssim={_fmt(m['recon_ssim'])} recon_ncc={_fmt(m['recon_ncc'])} recon_ssim_frac={_fmt(m['recon_ssim_frac'])}")
+    events = int(m.get("expulsion_events") or 0)
+    if events:
+        print(f"  expulsion: {events} event(s) in this run (the first was warned; expulsion_events in metrics.json)")
     if _checks_notable(run.seconds, run.check_seconds):
         print(
             f"  geometry checks took {run.check_seconds:.1f}s of the {run.seconds:.1f}s "
@@ -160,14 +170,28 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code."""
+    """Run the CLI; return the exit code. The root logger's handlers and level are as before
+    when it returns (``main`` may be called from a notebook or a test)."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _main(argv)
+    finally:
+        for h in root.handlers[:]:
+            if h not in saved[0]:
+                root.removeHandler(h)
+        root.setLevel(saved[1])
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
-            args = build_parser().parse_args(list(argv) if argv is not None else None)
-            return COMMANDS[args.command](args)
+            with command_line():
+                args = build_parser().parse_args(list(argv) if argv is not None else None)
+                return COMMANDS[args.command](args)
     except ProtoregError as exc:
         msg = " ".join(str(exc).split())  # always one line
         print(f"{PROG}: error: {msg}", file=sys.stderr)

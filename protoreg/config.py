@@ -7,8 +7,10 @@ line. Configs never run code: only OmegaConf's built-in interpolations are avail
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -234,6 +236,19 @@ def one_line(exc: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
+def _unparsable(item: str, exc: Exception) -> str:
+    """One line for an override whose value YAML cannot read (``data.classes=[0,1``)."""
+    key, _, value = item.partition("=")
+    why = " ".join(str(getattr(exc, "problem", None) or exc).split()) or type(exc).__name__
+    context = getattr(exc, "context", None)
+    if context:
+        why = f"{' '.join(str(context).split())}: {why}"
+    hint = ""
+    if re.search(r"[{,]\s*[^\s:{},]+:[^\s]", value):
+        hint = "; in a YAML mapping put a space after each colon, e.g. {data.n: [3, 5]}"
+    return f"{key.strip()}: the value {value!r} is not valid YAML ({why}){hint}"
+
+
 def default_config() -> DictConfig:
     """The structured default configuration."""
     return OmegaConf.structured(Config)
@@ -266,7 +281,15 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
             problems.append(f"{item!r}: expected KEY=VALUE")
             continue
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            parsed = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as exc:
+            problems.append(one_line(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001 - the value is not YAML (yaml's own errors)
+            problems.append(_unparsable(item, exc))
+            continue
+        try:
+            cfg = OmegaConf.merge(cfg, parsed)
         except OmegaConfBaseException as exc:
             problems.append(one_line(exc))
     if problems:
@@ -282,10 +305,42 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _trainer_params() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _trainer_params() -> frozenset[str]:
+    """The arguments of ``lightning.Trainer``, read from the installed Lightning's source without
+    importing it (importing Lightning takes seconds; ``fit --print-config`` trains nothing). Where
+    the source cannot be read, Lightning is imported and asked."""
+    found = _trainer_params_from_source()
+    if found:
+        return found
     from lightning.pytorch import Trainer
 
-    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    return frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+def _trainer_params_from_source() -> frozenset[str] | None:
+    import ast
+    import importlib.util
+    import sys
+
+    if "lightning.pytorch" in sys.modules:  # already imported: ask it
+        return None
+    try:
+        spec = importlib.util.find_spec("lightning")  # finds, does not import
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(list(spec.submodule_search_locations)[0]) / "pytorch" / "trainer" / "trainer.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    a = item.args
+                    names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]} - {"self"}
+                    return frozenset(names) if names else None
+    return None
 
 
 def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
@@ -345,6 +400,31 @@ def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
     return p
 
 
+def sweep_problems(cfg: DictConfig) -> list[str]:
+    """Problems of the ``sweep.*`` settings that do not depend on the registries (executor, Ray
+    resources, limits); the same checks for ``fit`` and ``sweep``."""
+    p: list[str] = []
+    sw = cfg.sweep
+    if sw.executor not in ("local", "ray"):
+        p.append(f"sweep.executor: expected local or ray, got {sw.executor!r}")
+    if not (_num(sw.ray.num_cpus_per_task) and sw.ray.num_cpus_per_task > 0):
+        p.append(f"sweep.ray.num_cpus_per_task: must be > 0, got {sw.ray.num_cpus_per_task}")
+    if not (_num(sw.ray.num_gpus_per_task) and sw.ray.num_gpus_per_task >= 0):
+        p.append(f"sweep.ray.num_gpus_per_task: must be >= 0, got {sw.ray.num_gpus_per_task}")
+    if sw.ray.max_retries < 0:
+        p.append(f"sweep.ray.max_retries: must be >= 0, got {sw.ray.max_retries}")
+    if sw.ray.address is not None and not str(sw.ray.address).strip():
+        p.append("sweep.ray.address: empty; give a cluster's address (auto, HOST:PORT, ray://HOST:PORT) or null for a local instance")
+    if sw.max_runs < 1:
+        p.append(f"sweep.max_runs: must be >= 1, got {sw.max_runs}")
+    for ikey in INT_MAXIMA:
+        if ikey.startswith("sweep."):
+            problem = int_maximum_problem(ikey, OmegaConf.select(cfg, ikey))
+            if problem:
+                p.append(problem)
+    return p
+
+
 def validate(
     cfg: DictConfig,
     losses: Mapping[str, LossEntry],
@@ -390,18 +470,10 @@ def validate(
     if not (_num(g.rel_tol) and g.rel_tol > 0):
         p.append(f"geometry.rel_tol: must be a finite number > 0, got {g.rel_tol}")
 
-    sw = cfg.sweep
-    if sw.executor not in ("local", "ray"):
-        p.append(f"sweep.executor: expected local or ray, got {sw.executor!r}")
-    if not (_num(sw.ray.num_cpus_per_task) and sw.ray.num_cpus_per_task > 0):
-        p.append(f"sweep.ray.num_cpus_per_task: must be > 0, got {sw.ray.num_cpus_per_task}")
-    if not (_num(sw.ray.num_gpus_per_task) and sw.ray.num_gpus_per_task >= 0):
-        p.append(f"sweep.ray.num_gpus_per_task: must be >= 0, got {sw.ray.num_gpus_per_task}")
-    if sw.ray.max_retries < 0:
-        p.append(f"sweep.ray.max_retries: must be >= 0, got {sw.ray.max_retries}")
-    if sw.max_runs < 1:
-        p.append(f"sweep.max_runs: must be >= 1, got {sw.max_runs}")
+    p.extend(sweep_problems(cfg))
     for ikey in INT_MAXIMA:
+        if ikey.startswith("sweep."):
+            continue  # sweep_problems checks them
         problem = int_maximum_problem(ikey, OmegaConf.select(cfg, ikey))
         if problem:
             p.append(problem)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
-import warnings
 import zipfile
 from pathlib import Path
 from functools import lru_cache
@@ -48,13 +47,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .api import hookimpl
-from .errors import DataError
+from .caller import warn
+from .errors import DataError, DataWarning
 
 MIN_POINTS = 2
 
 
-class DataWarning(UserWarning):
-    """A data file was read in a way its author may not expect (e.g. a CSV without a header row)."""
 
 #: The targets each built-in dataset accepts, the first being its default (``data.target: null``).
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -334,15 +332,17 @@ def _read_csv(path: Path, targets: Sequence[Any] | None) -> tuple[np.ndarray, np
     if all(_cell_number(cell) is not None for cell in first):
         header = [str(j) for j in range(len(first))]
         body = rows
-        warnings.warn(
+        warn(
             f"{path}: the first row holds only numbers, so it is read as data (no header row); "
             f"the columns are named 0..{len(first) - 1}",
             DataWarning,
-            stacklevel=2,
         )
     else:
         header = [h.strip() for h in first]
         body = rows[1:]
+        dup = sorted({h for h in header if header.count(h) > 1})
+        if dup:  # a target named by a repeated column would be ambiguous: refuse, never guess
+            raise DataError(f"{path}: the header names column(s) {', '.join(repr(h) for h in dup)} more than once; give every column its own name")
     if not body:
         raise DataError(f"{path}: no data rows after the header")
     if len(header) < 2:

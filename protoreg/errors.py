@@ -41,3 +41,54 @@ class RunDirError(ProtoregError):
 
 class CheckpointError(ProtoregError):
     """A checkpoint could not be read safely."""
+
+
+class UsageError(ProtoregError):
+    """A command or function was called with arguments that do not go together (e.g. ``resume=``
+    with ``config=`` or ``out=``), or a command line that does not parse."""
+
+
+# --------------------------------------------------------------------------- warnings
+# Every warning protoreg issues is one of these, attributed to the caller's own line (the first
+# frame outside protoreg, Lightning and torch: :func:`protoreg.caller.warn`), so that
+# ``warnings.simplefilter("ignore", protoreg.ProtoregWarning)`` silences them all and a
+# notebook shows the user's cell, not protoreg's source.
+
+
+class ProtoregWarning(UserWarning):
+    """Base class of every warning protoreg issues."""
+
+
+class ExpulsionWarning(ProtoregWarning):
+    """Prototypes left the convex hull of the training inputs (the first time in a run; later
+    expulsions of the same run are counted in ``metrics.json``'s ``expulsion_events``)."""
+
+
+class PairingWarning(ProtoregWarning):
+    """An active repulsor has no active compatible attractor (``pairing.strict=true`` makes it
+    a :class:`ConfigError`)."""
+
+
+class PluginLoadWarning(ProtoregWarning):
+    """An installed plugin's entry point failed to import or register and was skipped."""
+
+
+class CompileWarning(ProtoregWarning):
+    """``train.compile=true`` could not compile the training step; it trains eagerly."""
+
+
+class DataWarning(ProtoregWarning):
+    """A data file was read in a way that may not be what was meant (e.g. no header row)."""
+
+
+class ResultsWarning(ProtoregWarning):
+    """Rows of a sweep's ``results.csv`` are not complete records (e.g. cut short) and are ignored."""
+
+
+class ConfigWarning(ProtoregWarning):
+    """A config value was adjusted to what can run (e.g. ``train.batch_size`` above N)."""
+
+
+class RunDirWarning(ProtoregWarning):
+    """Something about a run directory worth knowing that did not stop the command (staging
+    leftovers of a killed process were removed; a signal arrived after training had finished)."""

@@ -31,10 +31,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise naming(exc, path) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def naming(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` with ``path`` as its file name where the failure named none (a write or fsync
+    that hits a full disk or a file-size limit says only ``File too large``)."""
+    if exc.filename:
+        return exc
+    named = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    named.__traceback__ = exc.__traceback__
+    return named
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -75,6 +89,26 @@ def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
+
+
+def lock_held(path: Path) -> bool:
+    """Whether another process holds the lock file ``path`` of :func:`exclusive_lock` now (False
+    where there is no such file, or ``fcntl`` is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def remove_tree(path: Path) -> None:

@@ -3,16 +3,14 @@ attractor it pairs with; otherwise it pushes prototypes out of the convex hull o
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .errors import ConfigError
+from .caller import warn
+from .errors import ConfigError, PairingWarning
 from .plugins import LossEntry
 
-
-class PairingWarning(UserWarning):
-    """An active repulsor has no active compatible attractor."""
+__all__ = ["PairingWarning", "Unpaired", "check_pairing", "unpaired_repulsors"]
 
 
 @dataclass(frozen=True)
@@ -52,5 +50,5 @@ def check_pairing(active: Sequence[str], losses: Mapping[str, LossEntry], *, str
     if problems and strict:
         raise ConfigError("pairing.strict: " + "; ".join(p.message() for p in problems))
     for p in problems:
-        warnings.warn(p.message(), PairingWarning, stacklevel=2)
+        warn(p.message(), PairingWarning)
     return problems

@@ -1,19 +1,65 @@
-"""Figures of prototypes against the data (matplotlib, Agg backend; no display needed)."""
+"""Figures of prototypes against the data.
+
+Every figure is a :class:`matplotlib.figure.Figure` on its own Agg canvas (matplotlib's object
+API): no backend is selected and pyplot is never imported, so a notebook's inline backend and
+``pyplot.show()`` keep working, and the figures returned can be displayed, saved or dropped by
+the caller.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from pathlib import Path
+from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .io import naming
 
 INSIDE_COLOR = "tab:blue"
 OUTSIDE_COLOR = "tab:red"
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A figure on its own Agg canvas (``kwargs``: :class:`~matplotlib.figure.Figure`'s, e.g.
+    ``figsize``); nothing global is touched."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, squeeze: bool = True) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a :func:`new_figure` and its axes."""
+    fig = new_figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> None:
+    """Write ``fig`` as PNG to ``path`` atomically (a temporary file in the same folder, then
+    ``os.replace``): a reader never sees a half-written image."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise naming(exc, path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def figure_image(fig: Figure) -> np.ndarray:
+    """The figure drawn by an Agg canvas as an RGB array (3, H, W) of uint8, what TensorBoard's
+    ``add_image`` takes (``add_figure`` would import pyplot)."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1))
 
 
 def _clip_for_display(p: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +109,7 @@ def prototype_figure(
     d = x.shape[1]
     outside = np.asarray(outside, dtype=bool)
     with_traj = d == 1 and trajectory is not None and len(trajectory) > 1
-    fig, axes = plt.subplots(1, 2 if with_traj else 1, figsize=(11 if with_traj else 6, 4.2), squeeze=False)
+    fig, axes = subplots(1, 2 if with_traj else 1, figsize=(11 if with_traj else 6, 4.2), squeeze=False)
     ax = axes[0, 0]
     if d == 1:
         lo, hi = float(x.min()), float(x.max())
@@ -164,7 +210,7 @@ def reconstruction_figure(
         picked = list(pairs)
     cols = min(6, max(1, len(picked)))
     rows = max(1, -(-len(picked) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.25 * rows + 0.5), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(1.9 * cols, 1.25 * rows + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (i, j, ssim) in zip(axes.flat, picked):

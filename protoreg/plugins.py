@@ -17,7 +17,6 @@ import importlib
 import importlib.metadata
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -25,7 +24,8 @@ import pluggy
 
 from . import hookspecs
 from .api import PROJECT_NAME, ROLES, StructuralLoss, Study
-from .errors import PluginError
+from .caller import warn
+from .errors import PluginError, PluginLoadWarning
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "protoreg.data",
     "protoreg.studies.alba2026",
 )
-
-
-class PluginLoadWarning(UserWarning):
-    """An installed plugin could not be loaded and was skipped."""
 
 
 def _truthy(value: str | None) -> bool:
@@ -119,7 +115,7 @@ def _load_entry_points(pm: pluggy.PluginManager, sources: dict[str, str]) -> Non
             )
             if strict:
                 raise PluginError(msg + f" ({STRICT_PLUGINS_ENV}=1)") from exc
-            warnings.warn(msg, PluginLoadWarning, stacklevel=2)
+            warn(msg, PluginLoadWarning)
             continue
         sources[plugin_name] = dist_label
 

@@ -14,20 +14,22 @@ import csv
 import glob
 import io
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import RunDirError
-from .io import atomic_write_json, atomic_write_text, exclusive_lock, merge_into, remove_tree
+from .caller import warn
+from .errors import RunDirError, RunDirWarning
+from .voice import arg, rerun_sweep, resume_hint
+from .io import atomic_write_json, atomic_write_text, exclusive_lock, lock_held, merge_into, remove_tree
 
 if TYPE_CHECKING:  # pragma: no cover
     from .training import GroupOutcome, RunSpec, Units
@@ -49,9 +51,29 @@ PROTOTYPE_TAIL: tuple[str, ...] = ("outside_hull", "hull_distance", "expelled_at
 
 
 # ----------------------------------------------------------------- where
-def default_out(root: str) -> Path:
-    """``root/<timestamp>``: where a command writes when no ``--out`` is given."""
-    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+def default_out(root: str | Path) -> Path:
+    """A new, empty folder ``root/<timestamp>`` (``root/<timestamp>-2``, ``-3``, ... when that
+    one exists: two fits in the same second, or in two processes, each get their own), created
+    here so that no other call can take it. Where a command writes when no output is named; the
+    caller removes it again (while empty) when the command fails."""
+    base = Path(root) / time.strftime("%Y%m%d-%H%M%S")
+    ensure_parent(base)
+    for k in range(1, 10_000):
+        path = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot create the output directory ({exc.strerror or exc})") from None
+        return path
+    raise RunDirError(f"{base}: 9999 output directories of this second exist already; name one with {arg('out')}")  # pragma: no cover
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove the folder ``path`` if it is empty (a reserved :func:`default_out` nobody wrote to)."""
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def check_out(out: Path) -> None:
@@ -65,7 +87,7 @@ def check_out(out: Path) -> None:
     (continue it with ``--resume``) and any other folder with content.
     """
     if out.is_symlink() and not out.exists():
-        raise RunDirError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist (create it, or choose another --out)")
+        raise RunDirError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist (create it, or choose another {arg('out')})")
     if not out.exists():
         ensure_parent(out)
         return
@@ -76,12 +98,12 @@ def check_out(out: Path) -> None:
     if not content:
         return
     if (out / SWEEP_MANIFEST).is_file():
-        raise RunDirError(f"{out}: a sweep directory, not a run directory (choose another --out)")
+        raise RunDirError(f"{out}: a sweep directory, not a run directory (choose another {arg('out')})")
     if (out / CONFIG).is_file():
         status = _status(out)
-        raise RunDirError(f"{out}: already holds a run ({status}); continue it with `protoreg fit --resume {out}`, or choose another --out")
+        raise RunDirError(f"{out}: already holds a run ({status}); continue it with {resume_hint(out)}, or choose another {arg('out')}")
     shown = ", ".join(sorted(content)[:3]) + (", ..." if len(content) > 3 else "")
-    raise RunDirError(f"{out}: output directory exists and is not empty ({shown}); choose another --out")
+    raise RunDirError(f"{out}: output directory exists and is not empty ({shown}); choose another {arg('out')}")
 
 
 def check_resumable(run_dir: Path) -> None:
@@ -89,10 +111,21 @@ def check_resumable(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
     if (run_dir / SWEEP_MANIFEST).is_file():
-        raise RunDirError(f"{run_dir}: a sweep directory; re-run its `protoreg sweep` command to resume it")
+        raise RunDirError(f"{run_dir}: a sweep directory; {rerun_sweep()} to resume it")
     if not (run_dir / CONFIG).is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
     _check_writable(run_dir)
+
+
+def check_not_being_written(run_dir: Path) -> None:
+    """Refuse to read a run directory that holds no finished run yet: a fit is still writing it
+    (it holds the lock), or a fit that was killed left only its staging folder."""
+    if (run_dir / METRICS).is_file() and (run_dir / CONFIG).is_file():
+        return  # a finished run (a resume may be under way: these files stay consistent until it merges)
+    if lock_held(run_dir / LOCK):
+        raise RunDirError(f"{run_dir}: a run is still being written there (a fit holds {LOCK}); load it once that fit has finished")
+    if any(p.name.startswith(STAGE_PREFIX) for p in run_dir.iterdir()):
+        raise RunDirError(f"{run_dir}: holds only the staging folder of a fit that did not finish; no run was written there")
 
 
 def _check_writable(path: Path) -> None:
@@ -150,7 +183,7 @@ def writing_run(out: Path, *, resume: bool) -> Iterator[Path]:
             else:
                 check_out(out)
             for old in _leftovers(out):
-                warnings.warn(f"{old}: removed the staging folder of an earlier protoreg fit that did not finish", stacklevel=3)
+                warn(f"{old}: removed the staging folder of an earlier protoreg fit that did not finish", RunDirWarning)
                 remove_tree(old)
             stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
             try:
@@ -272,10 +305,9 @@ def write_data(path: Path, x: np.ndarray, y: np.ndarray, image_shape: Sequence[i
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from .plots import save_figure
 
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ read
@@ -328,6 +360,33 @@ def read_prototype_positions(path: Path, run: str | None = None) -> np.ndarray:
         return np.array([[float(r[i]) if r[i] != "" else np.nan for i in cols] for r in rows], dtype=float).reshape(len(rows), len(cols))
     except ValueError as exc:
         raise RunDirError(f"{path}: not a prototypes table ({exc})") from None
+
+
+def check_consistent(run_dir: Path, metrics: Mapping[str, Any], prototypes: np.ndarray) -> None:
+    """Refuse a run directory whose files disagree (one truncated or edited): ``prototypes.csv``
+    must hold ``metrics.json``'s ``width`` units of ``dim`` coordinates, and ``data.npz`` (when
+    kept) ``n`` samples of ``dim`` inputs. The :class:`RunDirError` names the file that disagrees."""
+    run_dir = Path(run_dir)
+
+    def expect(key: str) -> int | None:
+        v = metrics.get(key)
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    width, dim, n = expect("width"), expect("dim"), expect("n")
+    rows, cols = prototypes.shape
+    if width is not None and rows != width:
+        raise RunDirError(f"{run_dir / PROTOTYPES}: {rows} unit row(s), but {METRICS} says width {width}; the run directory's files disagree (truncated or edited)")
+    if dim is not None and cols != dim:
+        raise RunDirError(f"{run_dir / PROTOTYPES}: {cols} coordinate column(s), but {METRICS} says dim {dim}; the run directory's files disagree (truncated or edited)")
+    data = run_dir / DATA
+    if data.is_file() and n is not None and dim is not None:
+        try:
+            with np.load(data, allow_pickle=False) as z:
+                shape = tuple(z["x"].shape)
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+            raise RunDirError(f"{data}: unreadable ({type(exc).__name__}: {exc})") from None
+        if shape != (n, dim):
+            raise RunDirError(f"{data}: inputs of shape {shape}, but {METRICS} says n={n}, dim={dim}; the run directory's files disagree (truncated or edited)")
 
 
 def metrics_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

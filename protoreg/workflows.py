@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -22,18 +21,23 @@ from omegaconf import DictConfig, OmegaConf
 from . import config as C
 from .api import Claim
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, trained_steps
-from .errors import ConfigError, ProtoregError, RunDirError
+from .caller import keeps_warning_filters, warn
+from .errors import ConfigError, RunDirError, RunDirWarning, UsageError
+from .voice import arg, on_command_line
 from .plugins import Registry
 from .rundir import (
     CONFIG,
     METRICS,
     PROTOTYPES,
+    check_consistent,
+    check_not_being_written,
     check_out,
     check_resumable,
     default_out,
     read_config,
     read_metrics,
     read_prototype_positions,
+    remove_if_empty,
     write_run,
     writing_run,
 )
@@ -122,6 +126,7 @@ class Sweep:
 
 
 # ------------------------------------------------------------------- config
+@keeps_warning_filters
 def resolve_config(
     *overrides: str, config: str | Path | None = None, sweep: bool = False, plugins: Sequence[Any] = (), reg: Registry | None = None
 ) -> DictConfig:
@@ -158,6 +163,7 @@ RESUME_MUTABLE_KEYS: tuple[str, ...] = (
 )
 
 
+@keeps_warning_filters
 def fit(
     *overrides: str,
     config: str | Path | None = None,
@@ -165,6 +171,7 @@ def fit(
     resume: str | Path | None = None,
     plugins: Sequence[Any] = (),
     reg: Registry | None = None,
+    progress: bool | None = None,
 ) -> Run:
     """Train one model and write its run directory; return the :class:`Run`.
 
@@ -174,15 +181,30 @@ def fit(
     :data:`RESUME_MUTABLE_KEYS` (no ``config``/``out``). The run directory is locked while it is
     written, and files in it that protoreg did not write are kept.
     ``plugins``: plugin modules or objects with ``@protoreg.hookimpl`` functions, registered
-    inline next to the installed ones (a loss defined in a notebook).
+    inline next to the installed ones (a loss defined in a notebook). ``progress``: draw a step
+    bar (True), never (False), or by default on a terminal and in a Jupyter notebook
+    (``PROTOREG_PROGRESS=0``/``1`` decides when set; off when ``CI`` is set).
     """
+    from .display import progress_setting
+
+    with progress_setting(progress):
+        return _fit(overrides, config, out, resume, plugins, reg)
+
+
+def _fit(overrides: Sequence[str], config: Any, out: Any, resume: Any, plugins: Sequence[Any], reg: Registry | None) -> Run:
     reg = reg or Registry.load(plugins=plugins)
     if resume is not None:
         return _resume(Path(resume), overrides, config, out, reg)
     prepared = _prepare(C.load_config(config, overrides), reg)
-    target = Path(out) if out is not None else default_out("runs")
-    check_out(target)
-    return _train_run(prepared, target, reg)
+    if out is not None:
+        check_out(Path(out))
+        return _train_run(prepared, Path(out), reg)
+    target = default_out("runs")  # reserved: a fit started in the same second gets another one
+    try:
+        return _train_run(prepared, target, reg)
+    except BaseException:
+        remove_if_empty(target)
+        raise
 
 
 def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping[str, Any] | None = None) -> Run:
@@ -199,8 +221,13 @@ def _train_run(cfg: DictConfig, target: Path, reg: Registry, checkpoint: Mapping
         outcome = train_group(group, geometry, log_dir=stage, checkpoint=stage / "checkpoints" / CHECKPOINT_NAME, resume=checkpoint)
         write_run(stage, spec, outcome)
     sig = group.module.stop_signal
+    forced = group.module.forced_signal
+    if forced is not None and not on_command_line():
+        # a second Ctrl-C: the caller gets KeyboardInterrupt, as Python gives it, once the run
+        # directory is complete (the command line reports the run's status instead)
+        raise KeyboardInterrupt(f"stopped by a second {signal.Signals(forced).name}; {target} holds the run as it stopped ({outcome.runs[0].status})")
     if sig is not None and outcome.runs[0].status == "completed":
-        warnings.warn(f"{signal.Signals(sig).name} arrived after training had finished; the run directory was completed", stacklevel=3)
+        warn(f"{signal.Signals(sig).name} arrived after training had finished; the run directory was completed", RunDirWarning)
     run = load_run(target)
     run.seconds = outcome.seconds
     run.check_seconds = outcome.geometry.check_seconds
@@ -235,7 +262,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg:
     """Continue ``run_dir``: refuse, before anything is written, a change to what defines the run
     (anything outside :data:`RESUME_MUTABLE_KEYS`) and a ``train.steps`` it has already trained."""
     if config is not None or out is not None:
-        raise ProtoregError("--resume takes the run's own config.yaml and directory; drop --config/--out")
+        raise UsageError(f"{arg('resume')} takes the run's own config.yaml and directory; drop {arg('config')} and {arg('out')}")
     check_resumable(run_dir)
     saved = C.load_config(run_dir / CONFIG)
     cfg = C.load_config(run_dir / CONFIG, overrides)
@@ -246,7 +273,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg:
         raise ConfigError(
             f"{keys}: cannot change when resuming {run_dir} ({shown}); only train.steps, train.log_every_n_steps, "
             "train.compile, trainer.accelerator, trainer.devices, trainer.max_time, geometry.* and pairing.* "
-            "may change (train a new run with --out to change the others)"
+            f"may change (train a new run with {arg('out')} to change the others)"
         )
     prepared = _prepare(cfg, reg)
     ckpt = load_checkpoint(run_dir / "checkpoints" / CHECKPOINT_NAME)
@@ -280,17 +307,21 @@ def _status_of(run_dir: Path) -> str:
         return f"no readable {METRICS}"
 
 
+@keeps_warning_filters
 def load_run(path: str | Path) -> Run:
     """Read a run directory written by :func:`fit` (``load_run(r.dir).metrics == r.metrics``)."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
+    check_not_being_written(run_dir)
     cfg = read_config(run_dir)
     metrics = read_metrics(run_dir)
     prototypes = read_prototype_positions(run_dir / PROTOTYPES)
+    check_consistent(run_dir, metrics, prototypes)
     return Run(run_dir, str(metrics.get("status", "unknown")), metrics, prototypes, cfg)
 
 
+@keeps_warning_filters
 def load_data(*overrides: str, config: str | Path | None = None, plugins: Sequence[Any] = (), reg: Registry | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The training data ``(x (N, d), y (N, k))`` that a run with this config trains on."""
     from .training import load_data as _load
@@ -302,6 +333,7 @@ def load_data(*overrides: str, config: str | Path | None = None, plugins: Sequen
     return x, y
 
 
+@keeps_warning_filters
 def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep directory written by :func:`sweep`: its rows and (with a study) its claims."""
     import json
@@ -325,6 +357,7 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 # -------------------------------------------------------------------- sweep
+@keeps_warning_filters
 def sweep(
     *overrides: str,
     config: str | Path | None = None,
@@ -333,21 +366,25 @@ def sweep(
     reg: Registry | None = None,
     echo: Callable[[str], None] | None = None,
     plots: bool = True,
+    progress: bool | None = None,
 ) -> Sweep:
     """Train a grid of runs (``sweep.*`` keys), batched, into a sweep directory; return the :class:`Sweep`.
 
     ``out`` defaults to ``sweeps/<timestamp>``; re-running into the same directory resumes it.
     ``plugins`` as for :func:`fit`; ``echo`` receives one line per trained group (the CLI
-    prints them); ``plots=False`` skips the figures.
+    prints them); ``plots=False`` skips the figures; ``progress`` as for :func:`fit` (a step bar
+    per batch).
     """
     from .sweeps.runner import run_sweep
-    from .sweeps.store import default_out as sweep_out
     from .sweeps.store import read_results
     from .sweeps.report import parse_row
 
     reg = reg or Registry.load(plugins=plugins)
     cfg = C.load_config(config, overrides)
-    target = Path(out) if out is not None else sweep_out()
-    res = run_sweep(cfg, target, reg=reg, echo=echo, plots=plots)
+    from .display import progress_setting
+
+    with progress_setting(progress):
+        res = run_sweep(cfg, Path(out) if out is not None else None, reg=reg, echo=echo, plots=plots)
+    target = res.out
     rows = [parse_row(r) for r in read_results(target)]
     return Sweep(target, rows, res.claims, res.runs, res.trained, res.skipped, res.failed, res.seconds, res.interrupted)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,39 @@ def test_disk_full_while_writing_is_one_line_and_keeps_nothing_half_written(
         rows = (out / S.RESULTS).read_text().splitlines()
         assert len(rows) == 1 + 8, "the first batch (8 runs at N=3) stays recorded, the second is not"
         assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_write_past_the_file_size_limit_names_the_file(tmp_path):
+    """``ulimit -f``: the write fails with ``File too large`` and no file name of its own; the
+    error names the file protoreg was writing, and no temporary file is left."""
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "from protoreg.io import atomic_write_text\n"
+        "try:\n"
+        "    atomic_write_text(sys.argv[1], 'x' * 100000)\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno, exc.filename)\n"
+    )
+    target = tmp_path / "metrics.json"
+    out = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(errno.EFBIG), str(target)]
+    assert list(tmp_path.iterdir()) == []
+
+
+
+def test_fit_past_the_file_size_limit_names_the_file_and_leaves_nothing(tmp_path):
+    """``protoreg fit`` under ``ulimit -f``: one line naming the file, exit 1, no run directory."""
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "from protoreg.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", code, "fit", "--out", str(out), "train.steps=20", "data.n=5"], capture_output=True, text=True, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[-1].startswith(f"protoreg: error: {tmp_path}") and lines[-1].endswith("File too large"), lines[-1]
+    assert not out.exists() or not any(p.name == "metrics.json" for p in out.iterdir())

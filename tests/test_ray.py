@@ -103,7 +103,64 @@ def test_a_loss_that_cannot_be_sent_to_workers_is_refused_before_writing(reg: Re
     assert not (tmp_path / "sw").exists()
 
 
+@needs_ray
+def test_an_unreachable_address_is_refused_at_once_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "sw"
+    t0 = time.monotonic()
+    code = main(["sweep", "--config", str(QUICK), "--out", str(out), *FAST_SWEEP, "sweep.executor=ray", f"sweep.ray.address=127.0.0.1:{port}"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("protoreg: warning:")]
+    assert code == 2 and time.monotonic() - t0 < 30
+    assert err == [f"protoreg: error: sweep.ray.address: no Ray cluster answers at '127.0.0.1:{port}' (Connection refused within 10s); "
+                   "start one (ray start --head), give the address it prints, or set sweep.ray.address=null for a local instance"]
+    assert not out.exists()
+
+
+def test_rays_hint_about_a_flag_protoreg_does_not_have_is_replaced() -> None:
+    from protoreg.sweeps.executors import _ray_said
+
+    said = _ray_said(ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by setting `--address` flag or `RAY_ADDRESS` environment variable."))
+    assert "--address" not in said and "RAY_ADDRESS" not in said
+    assert said.startswith("Could not find any running Ray instance.") and "set sweep.ray.address" in said
+
+
 # -------------------------------------------------------------- with Ray
+@pytest.mark.ray
+@needs_ray
+def test_a_task_no_node_can_hold_is_refused_before_writing(ray_session: None, reg: Registry, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^sweep\.ray\.num_cpus_per_task: each task reserves 64 CPU\(s\), but the largest node of the Ray cluster has 2;"):
+        run_quiet(quick("sweep.executor=ray", "sweep.ray.num_cpus_per_task=64"), tmp_path / "sw", reg)
+    with pytest.raises(ConfigError, match=r"^sweep\.ray\.num_gpus_per_task: each task reserves 1 GPU\(s\), but the largest node of the Ray cluster has 0;"):
+        run_quiet(quick("sweep.executor=ray", "sweep.ray.num_gpus_per_task=1"), tmp_path / "sw", reg)
+    assert not (tmp_path / "sw").exists()
+
+
+@pytest.mark.ray
+@needs_ray
+def test_a_cluster_that_runs_no_task_is_a_bounded_wait(ray_session: None, reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers that never start (e.g. ``mmap failed`` under an address-space limit) look like a
+    first task that never finishes: after RAY_START_SECONDS the sweep is refused, nothing written."""
+    import time
+
+    from protoreg.sweeps import executors
+
+    def never() -> int:
+        time.sleep(60)
+        return 0
+
+    monkeypatch.setattr(executors, "_probe_task", never)
+    monkeypatch.setattr(executors, "RAY_START_SECONDS", 2.0)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"^sweep\.executor: the Ray cluster ran no task of 1 CPU, 0 GPU within 2s: its workers do not start"):
+        run_quiet(quick("sweep.executor=ray"), tmp_path / "sw", reg)
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "sw").exists()
+
+
 @pytest.mark.ray
 @needs_ray
 def test_ray_gives_the_results_of_local(ray_session: None, reg: Registry, tmp_path: Path, local_small: Path) -> None:

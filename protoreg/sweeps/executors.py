@@ -13,14 +13,25 @@ finishes, in any order; the driver writes everything.
   ``sweep.ray.max_retries`` times; a group that still fails comes back as failed with the reason.
   SIGINT/SIGTERM on the driver cancels the outstanding tasks; groups that already finished are
   still handed over.
+
+Every executor is used inside its :meth:`Executor.session`, entered before the sweep directory
+is created: Ray joins (or starts) its cluster there and proves, within a bounded wait, that the
+cluster can run a task of the sweep's size, so an unreachable address, workers that die at
+start or a cluster that can never schedule the task are one :class:`ConfigError` naming the key,
+with nothing written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import signal
+import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -28,7 +39,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from omegaconf import DictConfig
 
-from ..errors import ConfigError, ProtoregError
+from ..errors import ConfigError, PluginError
 from ..plugins import Registry
 from ..training import GroupOutcome, RunOutcome, RunSpec, build_group, geometry_callback
 from .grid import SweepRun
@@ -44,6 +55,11 @@ HParams = list[tuple[str, Mapping[str, Any]]]
 RAY_MISSING = 'sweep.executor: ray needs Ray, which is not installed: pip install "protoreg[ray]"'
 #: Seconds between two looks at the Ray tasks (and at a pending SIGINT/SIGTERM).
 POLL_SECONDS = 0.2
+#: Seconds to reach the address of ``sweep.ray.address`` (a TCP connection) before Ray is asked.
+RAY_CONNECT_SECONDS = 10.0
+#: Seconds the cluster has to run a first (empty) task of the sweep's size before the sweep is
+#: refused: workers that die at start, or resources that never free up, end here.
+RAY_START_SECONDS = 120.0
 
 
 @dataclass
@@ -75,10 +91,15 @@ class GroupResult:
 class Executor(Protocol):
     """Trains groups; the driver records what it yields."""
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """Where the executor's resources are held (a Ray connection); entered before the sweep
+        directory is created, so a refusal there writes nothing."""
+        ...
+
     def run(self, jobs: Sequence[GroupJob]) -> Iterator[GroupResult]:
-        """Train ``jobs``; yield each group's result as it finishes (any order). A group cut short
-        by SIGINT/SIGTERM is yielded with ``interrupted`` set; after SIGINT/SIGTERM of this
-        process no further group starts."""
+        """Train ``jobs`` (inside :meth:`session`); yield each group's result as it finishes (any
+        order). A group cut short by SIGINT/SIGTERM is yielded with ``interrupted`` set; after
+        SIGINT/SIGTERM of this process no further group starts."""
         ...
 
 
@@ -95,7 +116,7 @@ def train_specs(specs: Sequence[RunSpec], hparams: HParams, reg: Registry, engin
     return engine(group, geometry, log_dir=log_dir, tb_name=tb_name, hparams=hparams)
 
 
-def make_executor(plan: Plan, reg: Registry, out: Path, *, engine: Engine, echo: Echo) -> Executor:
+def make_executor(plan: Plan, reg: Registry, out: Path | None, *, engine: Engine, echo: Echo) -> Executor:
     """The executor named by ``sweep.executor``, checked before anything is written: ``ray``
     raises :class:`ConfigError` (one line) when Ray is not installed or a loss of the sweep
     cannot be sent to workers. Nothing is started yet."""
@@ -110,10 +131,14 @@ class LocalExecutor:
     """Trains the groups in this process, one after the other; TensorBoard straight into
     ``out/tb/batch_<i>/``. SIGINT/SIGTERM stop the current group after its current step."""
 
-    def __init__(self, reg: Registry, out: Path, *, engine: Engine) -> None:
+    def __init__(self, reg: Registry, out: Path | None, *, engine: Engine) -> None:
         self.reg, self.out, self.engine = reg, out, engine
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     def run(self, jobs: Sequence[GroupJob]) -> Iterator[GroupResult]:
+        assert self.out is not None
         for job in jobs:
             outcome = train_specs(job.specs, job.hparams, self.reg, self.engine, log_dir=self.out, tb_name=f"{TB}/batch_{job.index:03d}")
             yield GroupResult(job, outcome.runs, outcome.seconds, outcome.interrupted, check_seconds=outcome.geometry.check_seconds)
@@ -177,6 +202,46 @@ class _StopFlag:
         self._old.clear()
 
 
+def _probe_task() -> int:
+    """The body of the probe task: proves a worker started."""
+    return os.getpid()
+
+
+def _reachable(address: str) -> None:
+    """A :class:`ConfigError` unless ``address`` (``HOST:PORT``, ``ray://HOST:PORT``; ``auto`` is
+    left to Ray) accepts a TCP connection within :data:`RAY_CONNECT_SECONDS`: Ray itself would
+    retry an unreachable address without end."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if m is None:
+        return
+    host, port = m.group(1), int(m.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=RAY_CONNECT_SECONDS):
+            pass
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise ConfigError(
+            f"sweep.ray.address: no Ray cluster answers at {address!r} ({why} within {RAY_CONNECT_SECONDS:g}s); "
+            "start one (ray start --head), give the address it prints, or set sweep.ray.address=null for a local instance"
+        ) from None
+
+
+def _ray_said(exc: BaseException) -> str:
+    """Ray's message on one line, without its advice about command-line flags protoreg does not have."""
+    line = _first_line(exc)
+    parts = [p for p in re.split(r"(?<=[.;])\s+", line) if "--address" not in p and "RAY_ADDRESS" not in p]
+    said = " ".join(parts).strip() or type(exc).__name__
+    if "--address" in line or "RAY_ADDRESS" in line:
+        said += " (set sweep.ray.address to the cluster's address, or null for a local instance)"
+    return said
+
+
+def _session_logs(ray: ModuleType) -> str:
+    with contextlib.suppress(Exception):
+        return f": {ray._private.worker._global_node.get_session_dir_path()}/logs"  # noqa: SLF001 - where Ray keeps them
+    return ""
+
+
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (Ray appends tracebacks), at most ``limit`` long."""
     lines = str(exc).strip().splitlines()
@@ -208,15 +273,24 @@ class RayExecutor:
                     "install it as a plugin distribution (entry point) on every node, or use sweep.executor=local"
                 ) from None
 
-    def run(self, jobs: Sequence[GroupJob]) -> Iterator[GroupResult]:
-        if not jobs:
-            return
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Join (or start) Ray, check that the cluster can ever hold a task of ``sweep.ray``'s
+        size and that it runs one within :data:`RAY_START_SECONDS`; disconnect at the end if
+        this executor connected. Each failure is one :class:`ConfigError` naming the key."""
         connected = self._connect()
         try:
-            yield from self._run(jobs)
+            self._check_resources()
+            self._probe()
+            yield
         finally:
             if connected:
                 self.ray.shutdown()
+
+    def run(self, jobs: Sequence[GroupJob]) -> Iterator[GroupResult]:
+        if not jobs:
+            return
+        yield from self._run(jobs)
 
     def _connect(self) -> bool:
         """Join (or start) Ray unless this process already has a session; True when it did."""
@@ -224,6 +298,8 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         address = self.cfg.address
+        if address is not None:
+            _reachable(str(address))
         try:
             if address is None:  # a private instance: its set-up notices are of no interest here
                 ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
@@ -231,8 +307,43 @@ class RayExecutor:
                 ray.init(address=str(address), log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:  # noqa: BLE001 - Ray's own connection errors, shown on one line
             where = "start a local Ray instance" if address is None else f"connect to Ray at {address!r}"
-            raise ConfigError(f"sweep.ray.address: could not {where}: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise ConfigError(f"sweep.ray.address: could not {where}: {type(exc).__name__}: {_ray_said(exc)}") from None
         return True
+
+    def _check_resources(self) -> None:
+        """Refuse a task size that no alive node of the cluster has (it would wait forever)."""
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        if not nodes:
+            return  # an autoscaling cluster with no worker yet: the probe decides
+        for key, name in (("num_cpus_per_task", "CPU"), ("num_gpus_per_task", "GPU")):
+            want = float(self.cfg[key])
+            have = max(float(n.get(name, 0.0)) for n in nodes)
+            if want > have:
+                raise ConfigError(
+                    f"sweep.ray.{key}: each task reserves {want:g} {name}(s), but the largest node of the Ray cluster has {have:g}; "
+                    f"no task could ever start (lower sweep.ray.{key}, or add a node that has them)"
+                )
+
+    def _probe(self) -> None:
+        """One empty task of the sweep's size must run within :data:`RAY_START_SECONDS`."""
+        ray = self.ray
+        probe = ray.remote(_probe_task).options(num_cpus=float(self.cfg.num_cpus_per_task), num_gpus=float(self.cfg.num_gpus_per_task), max_retries=0)
+        ref = probe.remote()
+        try:
+            ready, _ = ray.wait([ref], num_returns=1, timeout=RAY_START_SECONDS)
+            if not ready:
+                raise ConfigError(
+                    f"sweep.executor: the Ray cluster ran no task of {float(self.cfg.num_cpus_per_task):g} CPU, "
+                    f"{float(self.cfg.num_gpus_per_task):g} GPU within {RAY_START_SECONDS:g}s: its workers do not start "
+                    f"(see the Ray session's logs{_session_logs(ray)}) or its resources never free up; nothing was written"
+                )
+            ray.get(ref)
+        except ConfigError:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+            raise
+        except self.ray.exceptions.RayError as exc:
+            raise ConfigError(f"sweep.executor: a Ray worker failed to run a first task: {type(exc).__name__}: {_ray_said(exc)}") from None
 
     def _run(self, jobs: Sequence[GroupJob]) -> Iterator[GroupResult]:
         ray = self.ray
@@ -278,7 +389,7 @@ class RayExecutor:
         except errors.RayTaskError as exc:  # the task raised: not retried
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             if isinstance(cause, errors.RaySystemError):
-                raise ProtoregError(
+                raise PluginError(
                     f"sweep.executor: a Ray worker could not load its task ({_first_line(cause)}); "
                     "every node needs the same protoreg and plugins as this one"
                 ) from None

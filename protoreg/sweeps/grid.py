@@ -140,7 +140,7 @@ def expand(base: DictConfig, reg: Registry) -> list[SweepRun]:
     sw = base.sweep
     grid = grid_values(base)
     masks = [str(m) for m in sw.masks]
-    problems: list[str] = []
+    problems: list[str] = C.sweep_problems(base)  # executor and Ray settings: as fit checks them
     for m in masks:
         if m not in reg.losses:
             problems.append(f"sweep.masks: unknown loss {m!r}; registered: {', '.join(reg.losses) or 'none'}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,25 +22,21 @@ PLOT_FILES = {
 }
 
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from ..plots import save_figure
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def _mask_colors(masks: Sequence[str]) -> dict[str, Any]:
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
-    cmap = plt.get_cmap("tab10")
+    cmap = colormaps["tab10"]
     return {m: cmap(i % 10) for i, m in enumerate(masks)}
 
 
 def write_plots(out: Path, plan: Plan, t: Table) -> list[str]:
     """Metric-vs-N plots per mask, τ-sweep curves, and prototype positions at the largest N."""
-    from .. import plots as _plots  # noqa: F401 - selects the Agg backend
-    import matplotlib.pyplot as plt
+    from ..plots import subplots
 
     made: list[str] = []
     colors = _mask_colors(t.masks)
@@ -53,7 +48,7 @@ def write_plots(out: Path, plan: Plan, t: Table) -> list[str]:
         ]
         for metric, ylabel, logy in specs:
             for o in t.others():
-                fig, ax = plt.subplots(figsize=(7, 4.5))
+                fig, ax = subplots(figsize=(7, 4.5))
                 for mi, m in enumerate(t.masks):
                     dodge = 1.0 + 0.025 * (mi - (len(t.masks) - 1) / 2)  # side by side on the log axis
                     xs, ys, es, hollow = [], [], [], []
@@ -95,10 +90,10 @@ def write_plots(out: Path, plan: Plan, t: Table) -> list[str]:
 
 
 def _tau_plot(out: Path, t: Table, tau_key: str, colors: Mapping[str, Any], name: str) -> str:
-    import matplotlib.pyplot as plt
+    from ..plots import subplots
 
     ki = t.keys.index(tau_key)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = subplots(1, 3, figsize=(14, 4.2))
     metrics = [("outside_hull_frac", "outside-hull fraction (mean ± s.e.)"), ("recon_error", "reconstruction error (median)"), ("specialization_ratio", "specialization ratio (mean ± s.e.)")]
     for m in t.masks:
         for n in t.ns:
@@ -134,7 +129,7 @@ def _tau_plot(out: Path, t: Table, tau_key: str, colors: Mapping[str, Any], name
 
 def _prototype_plot(out: Path, plan: Plan, t: Table, colors: Mapping[str, Any]) -> list[str]:
     """Prototype positions of the first seed's run at the largest N, one panel per mask (and setting)."""
-    import matplotlib.pyplot as plt
+    from ..plots import subplots
 
     protos = read_prototypes(out)
     data = {name: (spec.x, spec.y) for name, spec in plan.specs.items()}
@@ -154,7 +149,7 @@ def _prototype_plot(out: Path, plan: Plan, t: Table, colors: Mapping[str, Any]) 
     dim = data[panels[0][1]["run"]][0].shape[1]
     cols = min(4, len(panels))
     rows_n = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 2.9 * rows_n), squeeze=False)
+    fig, axes = subplots(rows_n, cols, figsize=(3.6 * cols, 2.9 * rows_n), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, ((mask, o), r) in zip(axes.flat, panels):

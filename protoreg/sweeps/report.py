@@ -4,18 +4,19 @@ pairing, plots), the study's evaluation and one expulsion warning for the whole 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
 
 from omegaconf import OmegaConf
 
 from ..api import Claim, Study, StudyResults
-from ..errors import PluginError
+from ..caller import warn
+from ..errors import ExpulsionWarning, PluginError
 from ..evaluate import COUNT_METRICS, IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..io import atomic_write_text
 from ..plugins import Registry
-from ..training import ExpulsionWarning
 from .grid import format_value, mask_subsets, sweep_seeds
 from .plan import Plan, pairing_line
 from .plots import write_plots
@@ -58,14 +59,43 @@ def study_results(plan: Plan, rows: Sequence[Mapping[str, str]]) -> StudyResults
 
 def evaluate_study(study: Study, source: str, results: StudyResults) -> list[Claim]:
     """The study's claims; a study that raises or returns something else is named in a PluginError."""
+    who = f"study {study.name!r} ({source})"
     try:
-        claims = list(study.evaluate(results))
+        returned = study.evaluate(results)
     except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported by name
-        raise PluginError(f"study {study.name!r} ({source}) raised {type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"{who}: evaluate() raised {type(exc).__name__}: {exc}") from exc
+    if isinstance(returned, (str, bytes, Mapping)) or not isinstance(returned, Iterable):
+        raise PluginError(f"{who}: evaluate() returned a {type(returned).__name__}, expected a list of protoreg.Claim objects")
+    claims = list(returned)
     bad = [c for c in claims if not isinstance(c, Claim)]
     if bad:
-        raise PluginError(f"study {study.name!r} ({source}) returned {type(bad[0]).__name__}, expected protoreg.Claim objects")
-    return claims
+        raise PluginError(f"{who}: evaluate() returned a list holding {type(bad[0]).__name__}, expected protoreg.Claim objects")
+    return [_json_numbers(who, c) for c in claims]
+
+
+def _json_numbers(who: str, claim: Claim) -> Claim:
+    """``claim`` with numpy scalars in its ``numbers`` made plain Python numbers; anything else
+    that is not a JSON value (an array, an object) is refused naming the claim and the key."""
+    import dataclasses
+
+    def plain(key: str, v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, np.generic) and isinstance(v.item(), (bool, int, float, str)):
+            return v.item()
+        if isinstance(v, (list, tuple)):
+            return [plain(key, x) for x in v]
+        if isinstance(v, Mapping) and all(isinstance(k, str) for k in v):
+            return {k: plain(f"{key}.{k}", x) for k, x in v.items()}
+        hint = " (use .tolist())" if isinstance(v, np.ndarray) else ""
+        raise PluginError(
+            f"{who}: claim {claim.id!r}: numbers[{key!r}] is a {type(v).__name__}, not a JSON value "
+            f"(a number, string, bool, null, or a list or str-keyed mapping of them){hint}"
+        )
+
+    if not isinstance(claim.numbers, Mapping):
+        raise PluginError(f"{who}: claim {claim.id!r}: numbers is a {type(claim.numbers).__name__}, expected a mapping of name -> number")
+    return dataclasses.replace(claim, numbers={str(k): plain(str(k), v) for k, v in claim.numbers.items()})
 
 
 def expulsion_warning(plan: Plan, rows: Sequence[Mapping[str, str]]) -> None:
@@ -80,11 +110,10 @@ def expulsion_warning(plan: Plan, rows: Sequence[Mapping[str, str]]) -> None:
     for r in over:
         counts[r["mask"]] = counts.get(r["mask"], 0) + 1
     masks = ", ".join(f"{m} ({k})" for m, k in sorted(counts.items(), key=lambda kv: -kv[1]))
-    warnings.warn(
+    warn(
         f"{len(over)} of {len(rows)} runs ended with prototypes outside the convex hull of their data, by mask: {masks} "
         f"(outside_hull_frac in {RESULTS})",
         ExpulsionWarning,
-        stacklevel=3,
     )
 
 
@@ -199,12 +228,24 @@ def write_report(out: Path | str, *, plan: Plan, reg: Registry, plots: bool = Tr
     study, source = reg.studies[plan.study] if plan.study is not None else (None, "")
     results = study_results(plan, rows) if study is not None else None
     claims = evaluate_study(study, source, results) if study is not None and results is not None else []
+    if study is not None:  # the claims are kept whatever the plots do
+        atomic_write_text(out / CLAIMS, json.dumps({"study": study.name, "claims": [c.as_dict() for c in claims]}, indent=2) + "\n")
     made: list[str] = []
+    failure: PluginError | None = None
     if plots and any(r.get("status") == "completed" for r in rows):
         made = write_plots(out, plan, Table(rows, plan.keys, plan.mask_order()))
         if study is not None and results is not None:
-            made += list(study.plots(results, out))
-    if study is not None:
-        atomic_write_text(out / CLAIMS, json.dumps({"study": study.name, "claims": [c.as_dict() for c in claims]}, indent=2, default=str) + "\n")
+            try:
+                extra = study.plots(results, out)
+                if isinstance(extra, (str, bytes)) or not isinstance(extra, Iterable):
+                    raise TypeError(f"returned a {type(extra).__name__}, expected a list of file names")
+                made += [str(p) for p in extra]
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported by name after the summary is written
+                failure = PluginError(
+                    f"study {study.name!r} ({source}): plots() failed ({type(exc).__name__}: {exc}); "
+                    f"its claims are in {out / CLAIMS} and {out / SUMMARY}"
+                )
     atomic_write_text(out / SUMMARY, summary_markdown(plan, rows, made, study, claims))
+    if failure is not None:
+        raise failure
     return claims

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -18,20 +17,24 @@ from omegaconf import DictConfig
 from ..api import Claim
 from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
 from ..io import atomic_write_text
-from ..pairing import PairingWarning
+from ..caller import warn
+from ..errors import PairingWarning
 from ..plugins import Registry
 from ..rundir import csv_text, prototype_rows
 from ..status import checks_notable, exit_code
 from ..training import RunOutcome, train_group
-from .executors import Echo, Engine, GroupJob, GroupResult, make_executor
+from .eta import BatchSize, EtaModel
+from .executors import Echo, Engine, Executor, GroupJob, GroupResult, LocalExecutor, make_executor
 from .grid import SweepRun, format_value
 from .plan import Plan, pairing_line, plan_groups, plan_sweep
 from .report import expulsion_warning, write_report
+from ..rundir import remove_if_empty
 from .store import (
     PROTOTYPES,
     RESULTS,
     TB,
     append_rows,
+    default_out,
     init_files,
     locked,
     next_group_index,
@@ -178,28 +181,44 @@ def _duration(seconds: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m{s % 60:02d}s"
 
 
+def batch_size_of(job: GroupJob) -> BatchSize:
+    """The size of a batch for the ETA (:class:`~protoreg.sweeps.eta.BatchSize`)."""
+    spec = job.specs[0]
+    cfg = spec.cfg
+    n, d = int(spec.x.shape[0]), int(spec.x.shape[1])
+    radial = str(cfg.model.parameterization) == "radial" or (str(cfg.model.parameterization) == "auto" and d > 1)
+    return BatchSize.of(len(job.runs), n, int(cfg.model.width or n), d, int(cfg.train.steps), cfg.train.batch_size, radial)
+
+
 class _Progress:
-    """``batch k/K`` lines with an ETA from the runs finished so far (groups may finish in any order)."""
+    """``batch k/K`` lines with an ETA: each remaining batch estimated from its size, calibrated
+    on the batches finished so far (:class:`~protoreg.sweeps.eta.EtaModel`; any order)."""
 
     def __init__(self, say: Echo, jobs: Sequence[GroupJob]) -> None:
-        self.say, self.total, self.runs = say, len(jobs), sum(len(j.runs) for j in jobs)
-        self.done = self.done_runs = 0
+        self.say, self.total = say, len(jobs)
+        self.left = {j.index: batch_size_of(j) for j in jobs}
+        self.model = EtaModel()
+        self.done = 0
         self.t0 = time.perf_counter()
 
     def finished(self, res: GroupResult, plan: Plan) -> None:
         job = res.job
         self.done += 1
-        self.done_runs += len(job.runs)
+        size = self.left.pop(job.index, None)
         n = plan.specs[job.runs[0].name].x.shape[0]
         if res.error:
             what = f"failed: {res.error}"
         else:
+            if size is not None and res.seconds > 0:
+                self.model.add(size, res.seconds)
             failed_now = sum(o.status == "failed" for o in res.outcomes)
             what = f"{res.seconds:.1f}s" + (f", {failed_now} failed" if failed_now else "")
             if checks_notable(res.seconds, res.check_seconds):
                 what += f" (geometry checks {res.check_seconds:.1f}s)"
-        left = self.runs - self.done_runs
-        eta = f"; ETA {_duration((time.perf_counter() - self.t0) * left / self.done_runs)}" if left else ""
+        eta = ""
+        if self.left:
+            seconds = self.model.eta(list(self.left.values()), time.perf_counter() - self.t0) if self.model.done else None
+            eta = f"; ETA {_duration(seconds)}" if seconds is not None else ""
         self.say(f"  batch {self.done}/{self.total} (tb/batch_{job.index:03d}): {len(job.runs)} runs, n={n}, {what}{eta}")
 
 
@@ -213,12 +232,15 @@ def _write_tb(out: Path, index: int, files: Mapping[str, bytes]) -> None:
 
 
 def run_sweep(
-    base: DictConfig, out: Path, *, reg: Registry, echo: Echo | None = None, plots: bool = True, engine: Engine = train_group
+    base: DictConfig, out: Path | None, *, reg: Registry, echo: Echo | None = None, plots: bool = True, engine: Engine = train_group
 ) -> SweepOutcome:
     """Validate every run of ``base``, then train the unfinished ones group by group into ``out``
     with the executor of ``sweep.executor`` (each group through ``engine``, the training engine),
     record each finished group atomically, and leave ``results.csv`` and ``prototypes.csv`` in
     :func:`record_order`.
+
+    ``out`` None: a new ``sweeps/<timestamp>`` (:func:`~protoreg.sweeps.store.default_out`),
+    reserved once every run is valid and the executor is ready. Nothing is written before then.
 
     Runs whose effective settings are identical (e.g. the baseline at every value of an inactive
     loss's temperature) are trained once and share the result (their ``seconds`` are 0).
@@ -229,7 +251,24 @@ def run_sweep(
     executor = make_executor(plan, reg, out, engine=engine, echo=say)
     line = pairing_line(plan)
     if line:
-        warnings.warn(line, PairingWarning, stacklevel=2)
+        warn(line, PairingWarning)
+    if out is not None:
+        open_sweep_dir(out, plan.base, plan.columns(), create=False)  # refuse a wrong directory before Ray starts
+    with executor.session():  # Ray: connected, and proven to run a task (or refused: nothing written)
+        reserved = out is None
+        target = default_out() if out is None else out
+        if isinstance(executor, LocalExecutor):
+            executor.out = target
+        try:
+            return _run_in(target, plan, reg, executor, say, plots, t_start)
+        except BaseException:
+            if reserved:
+                remove_if_empty(target)
+            raise
+
+
+def _run_in(out: Path, plan: Plan, reg: Registry, executor: Executor, say: Echo, plots: bool, t_start: float) -> SweepOutcome:
+    """The body of :func:`run_sweep` once the executor is ready: open, train, record, report."""
     open_sweep_dir(out, plan.base, plan.columns())
     with locked(out):
         open_sweep_dir(out, plan.base, plan.columns())  # re-check under the lock

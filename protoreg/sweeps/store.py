@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -20,8 +19,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .. import config as C
-from ..errors import RunDirError
+from ..caller import warn
+from ..errors import ResultsWarning, RunDirError
 from ..io import atomic_write_text, exclusive_lock
+from ..voice import arg, on_command_line
 from .. import rundir
 from ..rundir import csv_text, ensure_parent
 from .grid import format_value
@@ -37,7 +38,8 @@ TB = "tb"
 
 
 def default_out() -> Path:
-    """``sweeps/<timestamp>``: where a sweep writes when no ``--out`` is given."""
+    """A new, empty ``sweeps/<timestamp>`` (see :func:`protoreg.rundir.default_out`): where a
+    sweep writes when no output is named."""
     return rundir.default_out("sweeps")
 
 
@@ -87,33 +89,36 @@ def locked(out: Path) -> Iterator[None]:
         yield
 
 
-def open_sweep_dir(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
-    """Check ``out`` (new, empty, or a sweep started by the same config); create it if needed.
+def open_sweep_dir(out: Path, base: DictConfig, columns: Sequence[str], *, create: bool = True) -> None:
+    """Check ``out`` (new, empty, or a sweep started by the same config); create it if needed
+    (only check, creating nothing, with ``create=False``).
 
     Raises :class:`RunDirError` for a directory that is not a sweep or was started by a
     different config (the message lists the differing keys).
     """
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
-    ensure_parent(out)
+    if create:
+        ensure_parent(out)
     manifest = out / MANIFEST
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         if not manifest.is_file():
-            raise RunDirError(f"{out}: not a sweep directory (no {MANIFEST}) and not empty; choose another --out")
-        old = rundir.read_yaml(manifest, "choose another --out")
+            raise RunDirError(f"{out}: not a sweep directory (no {MANIFEST}) and not empty; choose another {arg('out')}")
+        old = rundir.read_yaml(manifest, f"choose another {arg('out')}")
         diffs = config_differences(old, base)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
             raise RunDirError(
                 f"{out}: this sweep directory was started with a different config ({shown}); "
-                f"re-run the original command to resume, or choose another --out"
+                f"re-run the original {'command' if on_command_line() else 'call'} to resume, or choose another {arg('out')}"
             )
         results = out / RESULTS
         if results.is_file():
             header = read_header(results)
             if header != list(columns):
-                raise RunDirError(f"{results}: columns do not match this sweep's ({', '.join(header[:6])} ...); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+                raise RunDirError(f"{results}: columns do not match this sweep's ({', '.join(header[:6])} ...); choose another {arg('out')}")
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
 
 
 def init_files(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
@@ -121,10 +126,6 @@ def init_files(out: Path, base: DictConfig, columns: Sequence[str]) -> None:
         atomic_write_text(out / MANIFEST, OmegaConf.to_yaml(base))
     if not (out / RESULTS).is_file():
         atomic_write_text(out / RESULTS, csv_text([list(columns)]))
-
-
-class ResultsWarning(UserWarning):
-    """A row of ``results.csv`` is not a complete record (e.g. cut short) and is ignored."""
 
 
 def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -155,17 +156,19 @@ def read_results(out: Path | str) -> list[dict[str, str]]:
     if not rows:
         return []
     header = rows[0][1]
-    records = []
+    records, bad = [], []
     for line, row in rows[1:]:
         if len(row) != len(header):
-            warnings.warn(
-                f"{path}: line {line} (run {row[0]!r}) has {len(row)} cells, expected {len(header)}: not a "
-                "complete record, so the run is not counted as finished (re-running the sweep trains it again)",
-                ResultsWarning,
-                stacklevel=2,
-            )
+            bad.append(f"line {line} (run {row[0]!r}) has {len(row)} cells, expected {len(header)}")
             continue
         records.append(dict(zip(header, row)))
+    if bad:  # one warning for the file, however many rows are cut
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warn(
+            f"{path}: {shown}: not a complete record, so the run is not counted as finished "
+            "(re-running the sweep trains it again)",
+            ResultsWarning,
+        )
     return records
 
 

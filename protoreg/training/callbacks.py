@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from ..caller import warn
+from ..errors import ExpulsionWarning
 from ..evaluate import Evaluation, evaluate
 from ..geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullWarmStart
 
@@ -21,10 +22,6 @@ log = logging.getLogger(__name__)
 #: Above this N x M the geometry checks during training skip the optimal matching (the
 #: ``recon_error`` metric, seconds per check for thousands of units); the final check computes it.
 RECON_EVERY_CHECK_MAX = 1_000_000
-
-
-class ExpulsionWarning(UserWarning):
-    """Prototypes left the convex hull of the training inputs."""
 
 
 def _writer(trainer: pl.Trainer) -> Any | None:
@@ -42,8 +39,10 @@ class GeometryCallback(pl.Callback):
     d > 2, the prototypes as a TensorBoard embedding). Records for every unit the first step at
     which it was outside (:attr:`expelled_at`, -1 = never).
 
-    ``on_expulsion``: ``warn`` (one warning per check at which the outside fraction crosses
-    ``max_outside_frac`` or more units leave), ``stop`` (stop training cleanly; the module's
+    ``on_expulsion``: ``warn`` (an *expulsion event* is a check at which a run's outside fraction
+    crosses ``max_outside_frac`` or more of its units leave; the first event of the callback's
+    runs is one :class:`~protoreg.errors.ExpulsionWarning`, every event is counted per run in
+    :attr:`expulsion_events`), ``stop`` (stop training cleanly; the module's
     ``stopped_reason`` becomes ``"expulsion"``), or ``ignore``.
     """
 
@@ -83,6 +82,11 @@ class GeometryCallback(pl.Callback):
         #: counts its own, like its training time)
         self.checks_run = 0
         self.check_seconds = 0.0
+        #: expulsion events per run (``on_expulsion=warn``); only the first one is warned
+        self.expulsion_events: list[int] = []
+        self._warned = False
+        #: the inputs' image shape (the projector then shows images); set by the engine
+        self.image_shape: tuple[int, ...] | None = None
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -91,6 +95,7 @@ class GeometryCallback(pl.Callback):
             "steps": list(self.steps),
             "trajectory": [t.tolist() for t in self.trajectory],
             "hull_warm_start": self._warm.state_dict(),
+            "expulsion_events": list(self.expulsion_events),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -98,6 +103,7 @@ class GeometryCallback(pl.Callback):
             self.expelled_at = torch.tensor(state["expelled_at"], dtype=torch.long)
         self.steps = list(state.get("steps", []))
         self.trajectory = [np.asarray(t, dtype=float) for t in state.get("trajectory", [])]
+        self.expulsion_events = [int(k) for k in state.get("expulsion_events", [])]
         if self.steps:
             self._last_checked = self.steps[-1]
         # a resumed run continues the hull checks exactly where they were
@@ -163,6 +169,13 @@ class GeometryCallback(pl.Callback):
         if not bool((crossed | more).any()):
             return
         runs = (crossed | more).nonzero().flatten().tolist()
+        if len(self.expulsion_events) < over.shape[0]:
+            self.expulsion_events += [0] * (over.shape[0] - len(self.expulsion_events))
+        for r in runs:
+            self.expulsion_events[r] += 1
+        if self._warned:  # one warning per run: later events are counted (metrics.json)
+            return
+        self._warned = True
         parts = []
         for r in runs[:3]:
             units = ev.outside[r].nonzero().flatten().tolist()
@@ -174,7 +187,8 @@ class GeometryCallback(pl.Callback):
         msg = "; ".join(parts) + (" ..." if len(runs) > 3 else "") + f" [unit (distance)]; active repulsors: {reps}"
         if self.advice:
             msg += "; " + " ".join(self.advice)
-        warnings.warn(msg, ExpulsionWarning, stacklevel=2)
+        msg += " (later expulsions of this run are counted in metrics.json's expulsion_events, not warned again)"
+        warn(msg, ExpulsionWarning)
 
     def final_report(self, module: Any) -> Evaluation:
         """The metrics of ``module`` now: the last check's if it was at this step, else fresh
@@ -202,16 +216,17 @@ class GeometryCallback(pl.Callback):
         writer = _writer(trainer)
         if writer is None or not self.figures:
             return
+        from ..plots import figure_image
+
         fig = self.figure(pl_module, run=0)
-        writer.add_figure("geometry/prototypes", fig, int(pl_module.step_count))  # type: ignore[attr-defined]
+        writer.add_image("geometry/prototypes", figure_image(fig), int(pl_module.step_count), dataformats="CHW")  # type: ignore[attr-defined]
         ev = self.last_report
         assert ev is not None
         if pl_module.model.dim > 2:  # type: ignore[attr-defined]
-            pos = ev.positions[0]
-            finite = torch.isfinite(pos).all(-1)
-            meta = [f"unit {j} {'outside' if bool(ev.outside[0, j]) else 'inside'}" for j in range(pos.shape[0]) if bool(finite[j])]
-            if bool(finite.any()):
-                writer.add_embedding(pos[finite].float(), metadata=meta, tag="prototypes", global_step=int(pl_module.step_count))  # type: ignore[attr-defined]
+            emb = projector_embedding(ev, pl_module.x[0].detach().cpu(), pl_module.y[0].detach().cpu(), self.image_shape)  # type: ignore[attr-defined]
+            if emb is not None:
+                mat, meta, header, images = emb
+                writer.add_embedding(mat, metadata=meta, metadata_header=header, label_img=images, tag="prototypes", global_step=int(pl_module.step_count))  # type: ignore[attr-defined]
         writer.flush()
 
     def figure(self, pl_module: Any, run: int = 0) -> Any:
@@ -230,6 +245,69 @@ class GeometryCallback(pl.Callback):
             steps=self.steps,
             trajectory=traj,
         )
+
+
+#: Training samples shown next to the prototypes in TensorBoard's projector (the first ones).
+PROJECTOR_SAMPLES = 2000
+#: Columns of the projector's metadata (``PROJECTOR_COLUMNS + ("label",)`` for labelled data).
+PROJECTOR_COLUMNS: tuple[str, ...] = ("kind", "unit", "hull", "hull_distance", "matched_sample", "matched_distance")
+
+
+def labels_of(y: torch.Tensor) -> np.ndarray | None:
+    """Class labels (N,) of targets ``y`` (N, k) that are labels (k = 1, whole numbers) or one-hot
+    rows (k > 1, one 1 per row); None for regression targets."""
+    v = y.double().numpy()
+    if v.shape[1] == 1:
+        col = v[:, 0]
+        return col.astype(np.int64) if np.isfinite(col).all() and np.array_equal(col, np.round(col)) and len(np.unique(col)) <= 100 else None
+    onehot = np.isin(v, (0.0, 1.0)).all() and (v.sum(1) == 1).all()
+    return v.argmax(1).astype(np.int64) if onehot else None
+
+
+def projector_embedding(
+    ev: Evaluation, x: torch.Tensor, y: torch.Tensor, image_shape: Sequence[int] | None, *, samples: int = PROJECTOR_SAMPLES
+) -> tuple[torch.Tensor, list[list[str]], list[str], torch.Tensor | None] | None:
+    """What TensorBoard's projector shows for run 0: its finite prototypes and (up to ``samples``)
+    training inputs as points, ``(matrix (K, d), metadata rows, header, sprite images or None)``.
+
+    Metadata columns (:data:`PROJECTOR_COLUMNS`): ``kind`` (prototype | sample), ``unit``,
+    ``hull`` (inside | outside), ``hull_distance``, ``matched_sample`` and ``matched_distance``
+    (the prototype's partner in the optimal matching behind ``recon_error``) and, for labelled
+    data, ``label`` (a prototype's: its matched sample's). For image inputs every point carries its
+    image (prototypes clipped to [0, 1]), so the projector draws a sprite."""
+    from ..metrics import matching
+
+    pos = ev.positions[0]
+    finite = torch.isfinite(pos).all(-1)
+    if not bool(finite.any()):
+        return None
+    xs = x.double()
+    labels = labels_of(y)
+    proto_idx, sample_idx, dist = matching(pos.double().numpy(), xs.numpy())
+    partner = {int(j): (int(i), float(d)) for j, i, d in zip(proto_idx, sample_idx, dist)}
+    header = [*PROJECTOR_COLUMNS, *(["label"] if labels is not None else [])]
+    rows: list[list[str]] = []
+    units = [j for j in range(pos.shape[0]) if bool(finite[j])]
+    for j in units:
+        i, d = partner.get(j, (-1, math.inf))
+        row = ["prototype", str(j), "outside" if bool(ev.outside[0, j]) else "inside", f"{float(ev.hull_distance[0, j]):.4g}",
+               "" if i < 0 else str(i), "" if i < 0 else f"{d:.4g}"]
+        if labels is not None:
+            row.append("" if i < 0 else str(int(labels[i])))
+        rows.append(row)
+    shown = min(int(samples), xs.shape[0])
+    for i in range(shown):
+        row = ["sample", "", "", "", str(i), ""]
+        if labels is not None:
+            row.append(str(int(labels[i])))
+        rows.append(row)
+    mat = torch.cat([pos[finite].double(), xs[:shown]]).float()
+    images = None
+    if image_shape is not None:
+        shape = tuple(int(s) for s in image_shape)
+        h, w = (shape[0], shape[1]) if len(shape) >= 2 else (1, shape[0])
+        images = torch.nan_to_num(mat.double(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1).reshape(-1, 1, h, w).float()
+    return mat, rows, header, images
 
 
 def geometry_callback(

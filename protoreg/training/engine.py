@@ -93,6 +93,7 @@ def train_group(
         its metrics (sweeps).
     """
     module = group.module
+    geometry.image_shape = group.image_shape
     progress = StepProgress(desc="fit" if tb_name == "tb" else tb_name.rsplit("/", 1)[-1])  # drawn on a terminal only
     callbacks = [geometry, StopOnSignals(), progress]
     trainer = make_trainer(OmegaConf.to_container(group.cfg.trainer, resolve=True), log_dir, callbacks, tb_name=tb_name)  # type: ignore[arg-type]
@@ -122,13 +123,13 @@ def train_group(
     pairs = None
     if group.image_shape is not None and geometry.figures:
         from ..metrics import matched_image_pairs
-        from ..plots import reconstruction_figure
+        from ..plots import figure_image, reconstruction_figure
 
         spec = group.specs[0]
         pairs = matched_image_pairs(runs[0].prototypes, spec.x, group.image_shape)
         if writer is not None:
             fig = reconstruction_figure(spec.x, runs[0].prototypes, group.image_shape, pairs=pairs)
-            writer.add_figure("images/reconstructions", fig, int(module.step_count))
+            writer.add_image("images/reconstructions", figure_image(fig), int(module.step_count), dataformats="CHW")
     if hparams is not None and writer is not None and not interrupted:
         for (name, hp), run in zip(hparams, runs):
             metric_dict = {f"hparam/{k}": float(run.metrics[k]) for k in METRIC_NAMES}
@@ -162,6 +163,9 @@ def _outcome(group: RunGroup, geometry: GeometryCallback, ev: Evaluation, r: int
             extra = {"stopped": "max_time", "stopped_at_step": steps}
         else:
             status, reason = "failed", f"training ended after {steps} of {module.steps} steps (stopped early by Lightning)"
+    events = geometry.expulsion_events[r] if r < len(geometry.expulsion_events) else 0
+    if events:
+        extra["expulsion_events"] = int(events)
     m = ev.positions.shape[1]
     expelled = geometry.expelled_at[r].numpy() if geometry.expelled_at is not None else np.full(m, -1)
     units = Units(

@@ -6,7 +6,6 @@ program; ``fit`` trains a group of one, ``sweep`` one group per shape.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -16,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import config as C
 from ..data import validate_loaded
-from ..errors import ConfigError, DataError, ProtoregError
+from ..caller import warn
+from ..errors import ConfigError, ConfigWarning, DataError, ProtoregError
 from ..memory import check_memory
 from ..model import GaussianMLP
 from ..plugins import Registry, describe_failure
@@ -64,7 +64,7 @@ def run_spec(cfg: DictConfig, reg: Registry, settings: dict[str, dict[str, Any]]
     x, y, info = load_data(cfg, reg)
     batch = cfg.train.batch_size
     if batch is not None and int(batch) > x.shape[0]:
-        warnings.warn(f"train.batch_size: {batch} is more than the {x.shape[0]} samples of the data; training full batch", UserWarning, stacklevel=2)
+        warn(f"train.batch_size: {batch} is more than the {x.shape[0]} samples of the data; training full batch", ConfigWarning)
     shape = info.get("image_shape")
     return RunSpec(cfg, x, y, settings, tuple(shape) if shape else None)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import signal
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -26,7 +25,8 @@ import torch
 
 from ..api import LossContext
 from ..banded import LazyHiddenContext, banded_pred, model_uses_banded
-from ..errors import LossError
+from ..caller import warn
+from ..errors import CompileWarning, LossError
 from ..metrics import fit_mse
 from ..model import GaussianMLP, pairwise_sq_dists, readout, sample_spacing, shares_sq_dists
 from .terms import ForcedStop, LossTerm, LossTerms
@@ -128,6 +128,8 @@ class ProtoRegModule(pl.LightningModule):
         self.failures: dict[int, RunFailure] = {}
         self.stopped_reason: str | None = None  #: one of :data:`STOP_REASONS`, or None
         self.stop_signal: int | None = None
+        #: the signal of a second SIGINT/SIGTERM (stop at once), when one arrived
+        self.forced_signal: int | None = None
         self._stop_event = threading.Event()
         self._frozen: dict[str, torch.Tensor] = {}
         self._optimizer_state: dict[str, Any] | None = None
@@ -408,10 +410,6 @@ class ProtoRegModule(pl.LightningModule):
         self.failures = {int(r): RunFailure(**f) for r, f in state.get("failures", {}).items()}
 
 
-class CompileWarning(UserWarning):
-    """``train.compile`` was asked for but the step runs eagerly."""
-
-
 class _CompiledObjective:
     """``torch.compile`` of the objective, compiled at its first call; when compilation is
     unavailable (no C++ compiler, an unsupported platform) or fails, one :class:`CompileWarning`
@@ -431,7 +429,7 @@ class _CompiledObjective:
         self.ready = True
         reason = self.eager_reason(x) if self.eager_reason is not None else None
         if reason is not None:  # a step torch.compile cannot trace well: one warning, eager
-            warnings.warn(f"train.compile: {reason}; training eagerly", CompileWarning, stacklevel=2)
+            warn(f"train.compile: {reason}; training eagerly", CompileWarning)
             return self.eager(x, y)
         try:
             self.compiled = torch.compile(self.eager, dynamic=False)
@@ -442,7 +440,7 @@ class _CompiledObjective:
         except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly
             self.compiled = None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            warnings.warn(f"train.compile: torch.compile is unavailable here ({type(exc).__name__}: {first[:200]}); training eagerly", CompileWarning, stacklevel=2)
+            warn(f"train.compile: torch.compile is unavailable here ({type(exc).__name__}: {first[:200]}); training eagerly", CompileWarning)
             return self.eager(x, y)
 
 

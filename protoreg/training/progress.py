@@ -1,26 +1,16 @@
-"""A progress bar in optimisation steps (rate and ETA) for a terminal, silent everywhere else."""
+"""Progress on long work: a step bar (rate and ETA) on a terminal and in a Jupyter notebook,
+silent in logs and CI (where it is drawn: :mod:`protoreg.display`)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import IO, Any
 
 import lightning.pytorch as pl
 
+from ..display import in_notebook, interactive, make_bar, progress_setting
 
-def interactive(stream: IO[str] | None = None) -> bool:
-    """Whether progress should be drawn: ``stream`` (stderr) is a terminal and the environment
-    does not ask for quiet (``PROTOREG_PROGRESS=0``, or ``CI`` set). ``PROTOREG_PROGRESS=1``
-    forces it on."""
-    forced = os.environ.get("PROTOREG_PROGRESS")
-    if forced is not None:
-        return forced.strip().lower() not in ("0", "false", "no", "off", "")
-    if os.environ.get("CI"):
-        return False
-    stream = stream if stream is not None else sys.stderr
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+__all__ = ["StepProgress", "in_notebook", "interactive", "make_bar", "progress_setting"]
 
 
 class StepProgress(pl.Callback):
@@ -45,18 +35,15 @@ class StepProgress(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
-        from tqdm.auto import tqdm
-
         self._done = int(pl_module.step_count)  # type: ignore[attr-defined]
-        self._bar = tqdm(
+        self._bar = make_bar(
+            stream=self.stream,
             total=int(pl_module.steps),  # type: ignore[attr-defined]
             initial=self._done,
             desc=self.desc,
             unit="step",
-            file=self.stream,
-            dynamic_ncols=True,
             mininterval=self.mininterval,
-            leave=False,
+            leave=in_notebook(),  # a notebook keeps the finished bar; a terminal clears it
         )
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:

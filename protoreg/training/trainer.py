@@ -19,6 +19,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..errors import ConfigError
+from ..io import naming
+from ..voice import on_command_line
 from .module import ProtoRegModule
 from .terms import ForcedStop
 
@@ -41,7 +43,7 @@ def make_trainer(trainer_kwargs: Mapping[str, Any], log_dir: Path | None, callba
             return pl.Trainer(
                 max_epochs=1,
                 logger=logger,
-                callbacks=list(callbacks),
+                callbacks=[*callbacks, WriterHealth()] if logger else list(callbacks),
                 enable_checkpointing=False,
                 enable_progress_bar=False,
                 enable_model_summary=False,
@@ -130,8 +132,10 @@ class StopOnSignals(pl.Callback):
     :class:`~protoreg.training.terms.ForcedStop` where the program is. When that is a loss, the
     step is abandoned before any parameter changed and the runs fail naming the loss (the run
     directory is written); anywhere else training ends with ``KeyboardInterrupt`` and nothing more
-    is written. If the program still runs :data:`FORCE_EXIT_SECONDS` later (a plugin swallowed the
-    stop), the process exits with status 130.
+    is written. On the command line only: if the program still runs :data:`FORCE_EXIT_SECONDS`
+    later (a plugin swallowed the stop), the process exits with status 130. From the Python API
+    the process is the caller's: every further signal raises again, and the caller gets
+    ``KeyboardInterrupt`` once the run directory is consistent, as Python does.
 
     Installed when fitting is set up and again at ``on_train_start``, after Lightning's own
     SIGTERM handler, so ours wins and the run is recorded as interrupted."""
@@ -163,7 +167,9 @@ class StopOnSignals(pl.Callback):
             module.request_stop(signum)
             _say(f"protoreg: {name}: stopping after the current step (send it again to stop at once)")
             return
-        threading.Thread(target=self._exit_unless_stopped, args=(module, name), daemon=True).start()
+        module.forced_signal = signum
+        if on_command_line():  # ending the process is the command's choice, never the library's
+            threading.Thread(target=self._exit_unless_stopped, args=(module, name), daemon=True).start()
         raise ForcedStop(signum)
 
     def _exit_unless_stopped(self, module: ProtoRegModule, name: str) -> None:
@@ -204,8 +210,12 @@ def fit_chunks(module: ProtoRegModule, trainer: pl.Trainer) -> None:
     130 on the command line), after the signal handlers were put back."""
     try:
         tune_allocator()
-        with quiet_lightning(), flush_denormal():
+        with quiet_lightning(), flush_denormal(), _writer_failures_reported_here():
             trainer.fit(module, train_dataloaders=module.chunks())
+    except OSError as exc:  # a full disk or a file-size limit: name the file
+        if exc.filename:
+            raise
+        raise naming(exc, _events_file(trainer) or "TensorBoard events file") from None
     except ForcedStop as exc:
         raise KeyboardInterrupt(f"stopped by a second {signal.Signals(exc.signum).name}") from None
     finally:
@@ -218,5 +228,51 @@ def save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
     """The trainer's checkpoint at ``path``, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(str(tmp), weights_only=False)
-    os.replace(tmp, path)
+    try:
+        trainer.save_checkpoint(str(tmp), weights_only=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise naming(exc, path) from None
+
+
+class WriterHealth(pl.Callback):
+    """Stops training at the first chunk after the TensorBoard writer failed (a full disk, a
+    file-size limit) instead of training on until the writer is next flushed; the error names
+    the events file."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        exp = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
+        flush = getattr(exp, "flush", None)
+        if callable(flush):
+            flush()  # re-raises the writer thread's failure, if any
+
+
+def _events_file(trainer: pl.Trainer) -> str | None:
+    """The newest TensorBoard events file of ``trainer``'s logger (None without one)."""
+    log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+    if not log_dir:
+        return None
+    files = sorted(Path(log_dir).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    return str(files[-1]) if files else str(log_dir)
+
+
+@contextlib.contextmanager
+def _writer_failures_reported_here() -> Iterator[None]:
+    """While training, an I/O failure in TensorBoard's writer thread is not printed as that
+    thread's traceback: it reaches the caller as the training's one error (see
+    :class:`WriterHealth`). Every other thread's exception goes to the hook that was installed;
+    the hook is put back afterwards."""
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        if threading.excepthook is hook:
+            threading.excepthook = previous
