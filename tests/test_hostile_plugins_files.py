@@ -363,7 +363,7 @@ def test_max_runs_is_the_exact_limit(reg):
     ("override", "needle"),
     [
         (f"sweep.seeds=[1, {2**63}]", "sweep.seeds: seeds must be integers in [0, 2**63 - 1]"),
-        ("sweep.max_runs=0", "sweep.max_runs: must be an integer >= 1"),
+        ("sweep.max_runs=0", "sweep.max_runs: must be >= 1, got 0"),
         ("sweep.max_runs=10000000000", "sweep.max_runs: must be <= 1000000000"),
     ],
 )
