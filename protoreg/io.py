@@ -41,6 +41,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def replacing(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path next to ``path`` for the block to write; ``os.replace``d onto ``path``
+    when the block succeeds, removed when it fails (an :class:`OSError` then names ``path``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise naming(exc, path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def naming(exc: OSError, path: str | Path) -> OSError:
     """``exc`` with ``path`` as its file name where the failure named none (a write or fsync
     that hits a full disk or a file-size limit says only ``File too large``)."""

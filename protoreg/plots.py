@@ -8,7 +8,6 @@ the caller.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from .io import naming
+from .io import replacing
 
 INSIDE_COLOR = "tab:blue"
 OUTSIDE_COLOR = "tab:red"
@@ -40,17 +39,8 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | N
 def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> None:
     """Write ``fig`` as PNG to ``path`` atomically (a temporary file in the same folder, then
     ``os.replace``): a reader never sees a half-written image."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
+    with replacing(path, ".tmp.png") as tmp:  # the suffix tells savefig the format
         fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise naming(exc, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def figure_image(fig: Figure) -> np.ndarray:

@@ -76,12 +76,15 @@ class EtaModel:
         return best[1], best[2]
 
     def predict(self, size: BatchSize) -> float:
+        return self.predict_all([size])
+
+    def predict_all(self, sizes: Sequence[BatchSize]) -> float:
+        """Training seconds of ``sizes`` together (the fit made once)."""
         c, a = self.coefficients()
-        return size.steps * c * (a + size.elements)
+        return sum(s.steps * c * (a + s.elements) for s in sizes)
 
     def eta(self, remaining: Sequence[BatchSize], wall_elapsed: float) -> float:
         """Seconds left for the ``remaining`` batches, given the wall-clock time so far."""
         trained = sum(t for _, t in self.done)
         scale = wall_elapsed / trained if trained > 0 else 1.0
-        c, a = self.coefficients()
-        return scale * sum(s.steps * c * (a + s.elements) for s in remaining)
+        return scale * self.predict_all(remaining)

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..errors import ConfigError
-from ..io import naming
+from ..io import naming, replacing
 from ..voice import on_command_line
 from .module import ProtoRegModule
 from .terms import ForcedStop
@@ -227,13 +227,8 @@ def fit_chunks(module: ProtoRegModule, trainer: pl.Trainer) -> None:
 def save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
     """The trainer's checkpoint at ``path``, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replacing(path) as tmp:
         trainer.save_checkpoint(str(tmp), weights_only=False)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise naming(exc, path) from None
 
 
 class WriterHealth(pl.Callback):
