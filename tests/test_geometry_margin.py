@@ -138,17 +138,27 @@ def test_one_dimension_is_exact_and_keeps_the_papers_expulsions() -> None:
     np.testing.assert_array_equal(hc.outside[0].numpy(), [False, False, True, True, True])
 
 
-def test_warm_checks_equal_cold_checks_and_memory_chunks_do_not_matter() -> None:
+@pytest.mark.parametrize("n, d", [(80, 12), (200, 80)])  # d = 80: the resumed one-pass solve
+def test_warm_checks_equal_cold_checks_and_memory_chunks_do_not_matter(n: int, d: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from protoreg.geometry import hull
+
     rng = np.random.default_rng(4)
-    x = t64(rng.random((2, 80, 12)))
-    w = torch.distributions.Dirichlet(torch.ones(80, dtype=torch.float64)).sample((2, 30))
-    p = torch.cat([w @ x, x[:, :20] + 0.05 * torch.randn(2, 20, 12, dtype=torch.float64)], dim=1)
+    x = t64(rng.random((2, n, d)))
+    w = torch.distributions.Dirichlet(torch.ones(n, dtype=torch.float64)).sample((2, 30))
+    p = torch.cat([w @ x, x[:, :20] + 0.05 * torch.randn(2, 20, d, dtype=torch.float64)], dim=1)
     cold = hull_check(p, x)
     tiny = hull_check(p, x, chunk_bytes=1)
     warm = HullWarmStart()
     hull_check(p, x, warm=warm)
     moved = p + 0.01 * torch.randn_like(p)
-    hot, ref = hull_check(moved, x, warm=warm), hull_check(moved, x)
+    starts: list[bool] = []
+    solve = hull._wolfe_bounds
+    monkeypatch.setattr(hull, "_wolfe_bounds", lambda *a, **k: starts.append(k["start"] is not None) or solve(*a, **k))
+    hot = hull_check(moved, x, warm=warm)
+    # only a corral capacity of 65..128 resumes every solve from the previous check's corrals
+    assert starts and all(starts) == (d == 80)
+    monkeypatch.setattr(hull, "_wolfe_bounds", solve)
+    ref = hull_check(moved, x)
     tol = cold.tol[:, None]
     for a, b in ((cold, tiny), (hot, ref)):
         assert torch.all((a.distance - b.distance).abs() <= tol)
