@@ -244,8 +244,11 @@ def test_paper_quick_reproduces_the_golden_results(tmp_path: Path, no_autoload: 
         for key, value in g.items():
             if key in METRIC_NAMES and value not in ("inf", "nan"):
                 a, b = float(value), float(r[key])
-                worst = max(worst, abs(a - b) / max(abs(a), 1e-12))
-                assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9), (g["run"], key, a, b)
+                # a gap is the difference of two float32 positions in [0, 1]: its error is theirs
+                # (CPUs with other vector units round them differently in the last bit), not 1e-5 of it
+                floor = 1e-6 if key == "min_prototype_gap" else 1e-9
+                assert math.isclose(a, b, rel_tol=1e-5, abs_tol=floor), (g["run"], key, a, b)
+                worst = max(worst, abs(a - b) / max(abs(a), 1e-12) if abs(a - b) > floor else 0.0)
             else:
                 assert r[key] == value, (g["run"], key)
     assert worst <= 1e-5
