@@ -34,7 +34,7 @@ CASES = {
 
 CHILD = r"""
 import json, resource, sys
-from protoreg.cli import main
+from protoreg.frontend.cli import main
 code = main(["fit", "--out", sys.argv[1], *sys.argv[2:]])
 print(json.dumps({"code": code, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
 """

@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 
 from protoreg import resolve_config
 from protoreg.losses.coverage import Coverage
-from protoreg.metrics import fit_mse
-from protoreg.plugins import Registry
+from protoreg.evaluation.evaluate import fit_mse
+from protoreg.plugins.registry import Registry
 from protoreg.training import build_group, run_spec
 from protoreg.training.trainer import fit_chunks, make_trainer
 
@@ -57,7 +57,7 @@ def plain_torch_ms(n: int, steps: int, reg: Registry) -> float:
     module = build_group([run_spec(cfg, reg)], reg).module
     model, x, y, spacing = module.model, module.x, module.y, module.spacing
     cov = Coverage()
-    from protoreg.api import LossContext
+    from protoreg.plugin_api import LossContext
 
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg.train.lr))
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ import warnings
 from omegaconf import OmegaConf
 
 from protoreg import resolve_config
-from protoreg.plugins import Registry
+from protoreg.plugins.registry import Registry
 from protoreg.training import build_group, geometry_callback, run_spec
 from protoreg.training.trainer import fit_chunks, make_trainer
 

@@ -12,7 +12,7 @@ process, one after the other:
   Lightning engine, geometry checks, TensorBoard, ``results.csv``, ``prototypes.csv``, the
   study's claims, ``summary.md`` and the plots; everything a user gets.
 * ``loop``: the obvious plain-PyTorch program a researcher would write: per N one batched
-  Gaussian MLP of all 80 runs (the parameters of :class:`protoreg.model.GaussianMLP`: same data,
+  Gaussian MLP of all 80 runs (the parameters of :class:`protoreg.model.mlp.GaussianMLP`: same data,
   same initialisation), its forward pass and the three losses written out inline with plain
   torch ops and per-run weights, ``Adam``, 2,000 steps. No logging, no checks,
   no evaluation, no files. ``--compile`` also times the loop with ``torch.compile`` of its step.
@@ -44,8 +44,8 @@ import torch  # noqa: E402
 
 import protoreg  # noqa: E402
 from protoreg import config as C  # noqa: E402
-from protoreg.model import GaussianMLP, pairwise_sq_dists, sample_spacing  # noqa: E402
-from protoreg.plugins import Registry  # noqa: E402
+from protoreg.model.mlp import GaussianMLP, pairwise_sq_dists, sample_spacing  # noqa: E402
+from protoreg.plugins.registry import Registry  # noqa: E402
 from protoreg.sweeps.plan import plan_groups, plan_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

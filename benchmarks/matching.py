@@ -5,7 +5,7 @@
 Each case trains one short ``protoreg fit`` (geometry checks at the end only; a finished run of
 the case in ``--out`` is read back instead), then solves the
 optimal one-to-one matching of its prototypes to its training inputs (the matching behind
-``recon_error``) end to end with protoreg's :func:`protoreg.metrics.optimal_matching` (cost matrix
+``recon_error``) end to end with protoreg's :func:`protoreg.evaluation.matching.optimal_matching` (cost matrix
 and solver), then times the cost matrix alone and every solver alone on that same float64 matrix,
 and prints per solver the seconds, the ratio to ``lapjvh`` (protoreg's solver) measured in the
 same process, and the summed distance relative to protoreg's (every exact solver must print 1
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for the data and the run directories (default: a temporary one)")
     args = ap.parse_args()
     import protoreg
-    from protoreg.metrics import _cost_matrix
+    from protoreg.evaluation.matching import _cost_matrix
 
     solvers = args.solver or [s for s in SOLVERS if s != "pot" or _has_pot()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +98,7 @@ def main() -> None:
             p, x = np.asarray(run.prototypes, dtype=np.float64), np.asarray(x, dtype=np.float64)
             shape = f"{p.shape[0]} x {x.shape[0]} x {x.shape[1]}"
             print(f"{case:<17} {shape:>18} (trained in {train:.0f} s)", flush=True)
-            from protoreg.metrics import optimal_matching
+            from protoreg.evaluation.matching import optimal_matching
 
             t0 = time.perf_counter()
             total = float(optimal_matching(p, x).distances.sum())

@@ -4,7 +4,7 @@
 
 Per mask (default: none, coverage, overlap) the run with seed S (default 0): the K best and the
 K worst (training image, prototype) pairs of the optimal matching by SSIM
-(:func:`protoreg.metrics.matched_image_pairs`), each pair as two images, the training image first.
+(:func:`protoreg.evaluation.images.matched_image_pairs`), each pair as two images, the training image first.
 The training data is re-created from the sweep's config (``protoreg.load_data``: every mask of a
 seed trains on the same data).
 """
@@ -31,8 +31,8 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     import protoreg
-    from protoreg.metrics import matched_image_pairs
-    from protoreg.rundir import read_prototype_positions
+    from protoreg.evaluation.images import matched_image_pairs
+    from protoreg.rundirs.layout import read_prototype_positions
 
     sweep = Path(args.sweep)
     masks = args.mask or ["none", "coverage", "overlap"]

@@ -19,11 +19,11 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 from protoreg import config as C
-from protoreg.evaluate import evaluate
-from protoreg.metrics import optimal_matching
-from protoreg.plugins import Registry
+from protoreg.evaluation.evaluate import evaluate
+from protoreg.evaluation.matching import optimal_matching
+from protoreg.plugins.registry import Registry
 from protoreg.training import build_group, run_spec
-from protoreg.banded import model_uses_banded
+from protoreg.model.banded import model_uses_banded
 from protoreg.training.trainer import flush_denormal, tune_allocator
 
 n, dim, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

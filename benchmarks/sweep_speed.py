@@ -39,7 +39,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 import protoreg  # noqa: E402
 from protoreg import config as C  # noqa: E402
-from protoreg.plugins import Registry  # noqa: E402
+from protoreg.plugins.registry import Registry  # noqa: E402
 from protoreg.sweeps.grid import expand  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,15 +5,15 @@ The public API is what this module exports, and nothing else is promised:
 * training from Python: :func:`fit`, :func:`sweep`, :func:`load_run`, :func:`load_sweep`,
   :func:`load_data`, :func:`resolve_config`, :class:`Run`, :class:`Sweep`;
 * writing plugins: :class:`StructuralLoss`, :class:`LossContext`, :class:`Study`, :class:`Claim`,
-  :class:`StudyResults`, :data:`hookimpl` (hooks: :mod:`protoreg.hookspecs`);
+  :class:`StudyResults`, :data:`hookimpl` (hooks: :mod:`protoreg.plugins.hookspecs`);
 * errors: :mod:`protoreg.errors` (every one a :class:`ProtoregError`);
 * warnings: every one a :class:`ProtoregWarning`, attributed to the caller's line.
 """
 
 from __future__ import annotations
 
-from .api import Claim, LossContext, StructuralLoss, Study, StudyResults, hookimpl
-from .errors import (
+from protoreg.plugin_api import Claim, LossContext, StructuralLoss, Study, StudyResults, hookimpl
+from protoreg.errors import (
     CheckpointError,
     CompileWarning,
     ConfigError,
@@ -33,7 +33,7 @@ from .errors import (
     TrainingError,
     UsageError,
 )
-from .workflows import Run, Sweep, fit, load_data, load_run, load_sweep, resolve_config, sweep
+from protoreg.api import Run, Sweep, fit, load_data, load_run, load_sweep, resolve_config, sweep
 
 __version__ = "0.1.0"
 

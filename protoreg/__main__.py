@@ -1,5 +1,5 @@
 """``python -m protoreg``: the same as the ``protoreg`` command."""
 
-from .cli import console_main
+from protoreg.frontend.cli import console_main
 
 console_main()

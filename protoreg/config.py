@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError
-from .plugins import LossEntry
+from protoreg.errors import ConfigError
+from protoreg.plugins.registry import LossEntry
 
 
 @dataclass
@@ -346,7 +346,7 @@ def _trainer_params_from_source() -> frozenset[str] | None:
 def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
     """Problems of the ``data`` section, per dataset (built-ins' values are checked here)."""
     p: list[str] = []
-    from .data import CLASS_COUNTS, MNIST_MISSING, NOISE_DEFAULTS, TARGETS, mnist_available
+    from protoreg.datasets.builtin import CLASS_COUNTS, MNIST_MISSING, NOISE_DEFAULTS, TARGETS, mnist_available
 
     dname = "file" if d.path is not None else d.name
     if d.path is None and d.name not in datasets:

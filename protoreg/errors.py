@@ -50,7 +50,7 @@ class UsageError(ProtoregError):
 
 # --------------------------------------------------------------------------- warnings
 # Every warning protoreg issues is one of these, attributed to the caller's own line (the first
-# frame outside protoreg, Lightning and torch: :func:`protoreg.caller.warn`), so that
+# frame outside protoreg, Lightning and torch: :func:`protoreg.frontend.caller.warn`), so that
 # ``warnings.simplefilter("ignore", protoreg.ProtoregWarning)`` silences them all and a
 # notebook shows the user's cell, not protoreg's source.
 

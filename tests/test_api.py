@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import protoreg
-from protoreg.cli import main
+from protoreg.frontend.cli import main
 from protoreg.errors import ConfigError, PluginError, RunDirError
-from protoreg.evaluate import METRIC_NAMES
+from protoreg.evaluation.evaluate import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "paper_quick.yaml"
@@ -155,7 +155,7 @@ class _Counts(protoreg.Study):
 def _register(monkeypatch: pytest.MonkeyPatch, *studies: protoreg.Study) -> None:
     import types
 
-    from conftest import fake_entry_points
+    from helpers import fake_entry_points
 
     mod = types.ModuleType("fake_study_plugin")
 
@@ -186,7 +186,7 @@ def test_a_third_party_study_is_listed_and_evaluated(tmp_path: Path, monkeypatch
 
 
 def test_duplicate_study_names_both_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    from protoreg.plugins import collect_studies
+    from protoreg.plugins.registry import collect_studies
 
     class Dup(protoreg.Study):
         name = "alba2026"

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 import protoreg
-from conftest import in_place_editor
-from protoreg import banded
+from helpers import in_place_editor
+from protoreg.model import banded
 from protoreg.errors import LossError
-from protoreg.evaluate import stream_responses
+from protoreg.evaluation.evaluate import stream_responses
 from protoreg.losses.coverage import Coverage
 from protoreg.losses.overlap import Overlap
-from protoreg.memory import check_memory, estimate
-from protoreg.model import GaussianMLP
-from protoreg.numerics import logsumexp_flushed
+from protoreg.training.memory import check_memory, estimate
+from protoreg.model.mlp import GaussianMLP
+from protoreg.model.kernels import logsumexp_flushed
 from protoreg.training.module import CompileWarning, ProtoRegModule
 from protoreg.training.terms import LossTerm, LossTerms
 

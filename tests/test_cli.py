@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from protoreg.cli import main
+from protoreg.frontend.cli import main
 
 pytestmark = pytest.mark.slow  # end-to-end workflow tests
 
@@ -172,10 +172,10 @@ def test_fit_on_gpu_logs_the_same_tags(tmp_path, capsys, no_autoload):
 
 def test_fit_says_when_the_geometry_checks_take_a_large_share(tmp_path, capsys, no_autoload, fast, monkeypatch):
     import protoreg
-    import protoreg.cli as cli_mod
+    import protoreg.frontend.cli as cli_mod
     import protoreg.training.callbacks as cb
 
-    from protoreg.cli import _checks_notable
+    from protoreg.frontend.cli import _checks_notable
 
     assert _checks_notable(10.0, 2.0) and not _checks_notable(10.0, 1.9) and not _checks_notable(4.9, 4.0)
     assert not _checks_notable(None, 1.0) and not _checks_notable(10.0, None)

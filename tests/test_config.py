@@ -6,8 +6,8 @@ import pytest
 
 from protoreg.config import load_config, loss_settings, resolved, validate
 from protoreg.errors import ConfigError
-from protoreg.pairing import PairingWarning, check_pairing
-from protoreg.plugins import collect_datasets, collect_losses, get_plugin_manager
+from protoreg.plugins.pairing import PairingWarning, check_pairing
+from protoreg.plugins.registry import collect_datasets, collect_losses, get_plugin_manager
 
 
 @pytest.fixture

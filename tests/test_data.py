@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protoreg.data import file_dataset, uniform_dataset, validate_arrays
+from protoreg.datasets.builtin import file_dataset, uniform_dataset, validate_arrays
 from protoreg.errors import DataError
 
 
@@ -87,7 +87,7 @@ def test_missing_and_unreadable_files(tmp_path):
 # ------------------------------------------------------------------ built-in sets (no download)
 
 from protoreg.config import load_config, validate  # noqa: E402
-from protoreg.data import (  # noqa: E402
+from protoreg.datasets.builtin import (  # noqa: E402
     DIGITS_CLASS_COUNTS,
     blobs_dataset,
     circles_dataset,
@@ -97,7 +97,7 @@ from protoreg.data import (  # noqa: E402
     validate_loaded,
 )
 from protoreg.errors import ConfigError  # noqa: E402
-from conftest import builtin_registries  # noqa: E402
+from helpers import builtin_registries  # noqa: E402
 
 
 

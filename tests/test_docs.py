@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from protoreg import config, hookspecs
-from protoreg.cli import COMMANDS
-from protoreg.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
+from protoreg import config
+from protoreg.plugins import hookspecs
+from protoreg.frontend.cli import COMMANDS
+from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -69,7 +70,7 @@ def test_tensorboard_tags_documented():
 
 
 def _builtin_losses() -> list[tuple[str, str, object]]:
-    from protoreg.plugins import collect_losses, get_plugin_manager
+    from protoreg.plugins.registry import collect_losses, get_plugin_manager
 
     losses = collect_losses(get_plugin_manager(autoload=False))
     return [(name, key, default) for name, e in losses.items() if "built-in" in e.source for key, default in e.loss.defaults.items()] + [
@@ -87,7 +88,7 @@ def test_every_builtin_loss_and_parameter_is_documented(loss, param, default):
 
 
 def test_every_builtin_study_is_documented():
-    from protoreg.plugins import collect_studies, get_plugin_manager
+    from protoreg.plugins.registry import collect_studies, get_plugin_manager
 
     studies = collect_studies(get_plugin_manager(autoload=False))
     assert studies

@@ -82,7 +82,7 @@ def test_warnings_point_at_the_callers_line_once_per_kind_per_run(tmp_path: Path
 
 
 def test_the_cli_prints_the_expulsion_count(tmp_path: Path, no_autoload: None, capsys: pytest.CaptureFixture[str]) -> None:
-    from protoreg.cli import main
+    from protoreg.frontend.cli import main
 
     code = main(["fit", *EXPEL, "--out", str(tmp_path / "r")])
     out, err = capsys.readouterr()
@@ -103,9 +103,9 @@ def test_every_error_and_warning_class_is_exported_and_documented() -> None:
         assert cls.__name__ in protoreg.__all__
         assert f"`{cls.__name__}`" in api, f"docs/api.md does not document {cls.__name__}"
     # the old homes still work (plugins and tests import them from there)
-    from protoreg.data import DataWarning
-    from protoreg.pairing import PairingWarning
-    from protoreg.plugins import PluginLoadWarning
+    from protoreg.datasets.builtin import DataWarning
+    from protoreg.plugins.pairing import PairingWarning
+    from protoreg.plugins.registry import PluginLoadWarning
     from protoreg.sweeps.store import ResultsWarning
     from protoreg.training import ExpulsionWarning
     from protoreg.training.module import CompileWarning
@@ -115,7 +115,7 @@ def test_every_error_and_warning_class_is_exported_and_documented() -> None:
 
 QUICK_COMMANDS = r"""
 import contextlib, io, sys
-from protoreg.cli import main
+from protoreg.frontend.cli import main
 codes = []
 for argv in (["--version"], ["--help"], ["fit", "--print-config"], ["plugins"], ["check", sys.argv[1]]):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):

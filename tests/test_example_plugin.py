@@ -18,8 +18,8 @@ import torch
 import protoreg
 from protoreg.config import active_losses, load_config, loss_settings
 from protoreg.errors import ConfigError
-from protoreg.pairing import PairingWarning, check_pairing
-from protoreg.plugins import DISABLE_AUTOLOAD_ENV, Registry, collect_losses, get_plugin_manager
+from protoreg.plugins.pairing import PairingWarning, check_pairing
+from protoreg.plugins.registry import DISABLE_AUTOLOAD_ENV, Registry, collect_losses, get_plugin_manager
 from protoreg.training import build_group, run_spec
 
 DIST = "protoreg-anchor"
@@ -200,7 +200,7 @@ def test_strict_pairing_makes_spread_alone_an_error() -> None:
 # -------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_fit_end_to_end_with_both_losses(tmp_path, capsys) -> None:
-    from protoreg.cli import main
+    from protoreg.frontend.cli import main
 
     out = tmp_path / "run"
     argv = ["fit", "--out", str(out), "data.n=10", "train.steps=60", "losses.anchor.weight=0.1",
@@ -222,7 +222,7 @@ ANCHOR_FAST = ["train.steps=40", "train.log_every_n_steps=10", "geometry.every_n
 
 
 def test_the_plugin_registers_its_study(capsys: pytest.CaptureFixture[str]) -> None:
-    from protoreg.cli import main
+    from protoreg.frontend.cli import main
 
     assert main(["plugins"]) == 0
     studies = capsys.readouterr().out.split("studies:")[1]

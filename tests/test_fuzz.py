@@ -13,10 +13,11 @@ from hypothesis.extra.numpy import arrays
 
 from protoreg import geometry
 from protoreg.config import load_config, validate
-from protoreg.data import file_dataset, validate_arrays
+from protoreg.datasets.builtin import file_dataset, validate_arrays
 from protoreg.errors import ProtoregError
-from protoreg.metrics import recon_error, specialization_ratio
-from conftest import builtin_registries
+from helpers import specialization_ratio
+from protoreg.evaluation.matching import recon_error
+from helpers import builtin_registries
 
 REAL_KEYS = [
     "data.n", "data.dim", "data.low", "data.high", "data.target", "data.path", "data.seed", "data.name",

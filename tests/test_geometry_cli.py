@@ -8,7 +8,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import cli
+from helpers import cli
 
 pytestmark = pytest.mark.slow  # end-to-end workflow tests
 
@@ -104,5 +104,5 @@ def test_check_does_not_import_lightning() -> None:
     import subprocess
     import sys
 
-    code = "import sys, protoreg.check; sys.exit(any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))"
+    code = "import sys, protoreg.rundirs.check; sys.exit(any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 import protoreg
-from conftest import TrainCounter, cli, error_lines, fake_entry_points, make_plugin_module, quick, run_quiet
+from helpers import TrainCounter, cli, error_lines, fake_entry_points, make_plugin_module, quick, run_quiet
 from protoreg.config import MAX_SEED
-from protoreg.data import DataWarning, file_dataset
+from protoreg.datasets.builtin import DataWarning, file_dataset
 from protoreg.errors import ConfigError, DataError, PluginError, RunDirError
-from protoreg.plugins import PluginLoadWarning, Registry, get_plugin_manager
+from protoreg.plugins.registry import PluginLoadWarning, Registry, get_plugin_manager
 from protoreg.sweeps import grid as G
 from protoreg.sweeps.store import RESULTS, ResultsWarning, read_results
 from protoreg.training.trainer import FORCE_EXIT_SECONDS
@@ -205,7 +205,7 @@ def test_hook_calling_sys_exit_is_a_plugin_error(no_autoload):
 SIGNAL_SCRIPT = """
     import importlib.metadata, sys, time, types
     import protoreg
-    from protoreg.cli import main
+    from protoreg.frontend.cli import main
 
     class Hang(protoreg.StructuralLoss):
         name = "hang"

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import protoreg
-from conftest import QUICK, cli, error_lines
-from protoreg.data import file_dataset
+from helpers import QUICK, cli, error_lines
+from protoreg.datasets.builtin import file_dataset
 from protoreg.errors import ConfigError, DataError, PluginError, RunDirError
 
 FAST = ["data.n=8", "train.steps=20", "train.log_every_n_steps=10", "geometry.every_n_steps=10", "trainer.accelerator=cpu"]

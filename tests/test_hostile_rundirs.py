@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import protoreg.config as C
-import protoreg.io as pio
-import protoreg.workflows as wf
-from conftest import cli, error_lines
-from protoreg.rundir import LOCK, STAGE_PREFIX
+import protoreg.rundirs.io as pio
+import protoreg.api as wf
+from helpers import cli, error_lines
+from protoreg.rundirs.layout import LOCK, STAGE_PREFIX
 
 pytestmark = pytest.mark.usefixtures("no_autoload")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import protoreg.io as pio
-import protoreg.rundir as rundir
-from protoreg.cli import main
+import protoreg.rundirs.io as pio
+import protoreg.rundirs.layout as rundir
+from protoreg.frontend.cli import main
 
 
 def disk_full(*args: object, **kwargs: object) -> None:
@@ -106,7 +106,7 @@ def test_a_write_past_the_file_size_limit_names_the_file(tmp_path):
     code = (
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
-        "from protoreg.io import atomic_write_text\n"
+        "from protoreg.rundirs.io import atomic_write_text\n"
         "try:\n"
         "    atomic_write_text(sys.argv[1], 'x' * 100000)\n"
         "except OSError as exc:\n"
@@ -124,7 +124,7 @@ def test_fit_past_the_file_size_limit_names_the_file_and_leaves_nothing(tmp_path
     code = (
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
-        "from protoreg.cli import main\n"
+        "from protoreg.frontend.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     out = tmp_path / "run"

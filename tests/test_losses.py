@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from protoreg.api import LossContext
+from protoreg.plugin_api import LossContext
 from protoreg.losses.coverage import Coverage
 from protoreg.losses.overlap import Overlap
 from protoreg.losses.separation import Separation
-from protoreg.model import GaussianMLP, sample_spacing
+from protoreg.model.mlp import GaussianMLP, sample_spacing
 from protoreg.training.module import ProtoRegModule
 from protoreg.training.terms import LossTerm
 

@@ -12,16 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from protoreg.geometry import outside_hull_frac
-from protoreg.metrics import (
-    fit_mse,
-    image_metrics,
-    matched_image_pairs,
-    matching,
-    pair_ncc,
-    pair_ssim,
-    recon_error,
-    specialization_ratio,
-)
+from helpers import specialization_ratio
+from protoreg.evaluation.evaluate import fit_mse
+from protoreg.evaluation.images import image_metrics, matched_image_pairs, pair_ncc, pair_ssim
+from protoreg.evaluation.matching import matching, recon_error
 
 
 def brute_recon(p: np.ndarray, x: np.ndarray) -> float:
@@ -375,7 +369,7 @@ def test_empty_sets_give_nan():
 
 def test_matching_reuses_a_recent_result_and_hands_out_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     """An image run's final evaluation asks for the same matching three times; it is solved once."""
-    import protoreg.metrics as M
+    import protoreg.evaluation.matching as M
 
     solved: list[int] = []
     real = M.optimal_matching
@@ -402,7 +396,7 @@ def test_matching_reuses_a_recent_result_and_hands_out_copies(monkeypatch: pytes
 
 def _brute_nearest(p: np.ndarray, x: np.ndarray, cap: int) -> np.ndarray:
     """The capped nearest-by-NCC reading written out with pair_ncc over every pair."""
-    from protoreg.metrics import pair_ncc
+    from protoreg.evaluation.images import pair_ncc
 
     sim = np.array([[pair_ncc(a, b) for b in x] for a in p])
     claim = np.full(len(p), -1)
@@ -418,7 +412,7 @@ def _brute_nearest(p: np.ndarray, x: np.ndarray, cap: int) -> np.ndarray:
 
 @pytest.mark.parametrize("cap", [1, 2])
 def test_nearest_images_equals_a_brute_force_greedy_reading(cap: int) -> None:
-    from protoreg.metrics import _NN_CANDIDATES, nearest_images, pair_ncc
+    from protoreg.evaluation.images import _NN_CANDIDATES, nearest_images, pair_ncc
 
     rng = np.random.default_rng(cap)
     for m, n in [(7, 5), (12, 40), (60, 45), (3 * _NN_CANDIDATES, 2 * _NN_CANDIDATES)]:
@@ -439,7 +433,7 @@ def test_literature_image_metrics_against_an_independent_computation() -> None:
     from scipy.optimize import linear_sum_assignment
     from skimage.metrics import structural_similarity
 
-    from protoreg.metrics import pair_ncc
+    from protoreg.evaluation.images import pair_ncc
 
     rng = np.random.default_rng(5)
     x = rng.random((30, 64))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from protoreg.model import GaussianMLP, sample_spacing
+from protoreg.model.mlp import GaussianMLP, sample_spacing
 
 
 def _affine(w, b, v=None):
@@ -112,7 +112,7 @@ def test_sample_spacing():
 
 
 def test_pairwise_sq_dists_exact_when_small_and_gram_when_large() -> None:
-    from protoreg.model import EXACT_DIST_ELEMENTS, pairwise_sq_dists
+    from protoreg.model.mlp import EXACT_DIST_ELEMENTS, pairwise_sq_dists
 
     g = torch.Generator().manual_seed(0)
     a = torch.rand(2, 7, 3, generator=g, dtype=torch.float64)

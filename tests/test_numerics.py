@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from protoreg.numerics import EXP_NORMAL_MIN, exp_flushed, logsumexp_flushed
+from protoreg.model.kernels import EXP_NORMAL_MIN, exp_flushed, logsumexp_flushed
 from protoreg.training.trainer import flush_denormal
 
 

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from protoreg.plots import prototype_figure
+from protoreg.evaluation.figures import prototype_figure
 
 
 @pytest.mark.parametrize("d", [1, 2, 5])

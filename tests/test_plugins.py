@@ -9,9 +9,9 @@ import torch
 
 import protoreg
 from protoreg.errors import PluginError
-from protoreg.plugins import PluginLoadWarning, collect_datasets, collect_losses, get_plugin_manager
+from protoreg.plugins.registry import PluginLoadWarning, collect_datasets, collect_losses, get_plugin_manager
 
-from conftest import fake_entry_points, make_plugin_module
+from helpers import fake_entry_points, make_plugin_module
 
 
 class Pull(protoreg.StructuralLoss):

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import protoreg
-from conftest import cli, error_lines
-from protoreg.rundir import LOCK, STAGE_PREFIX
+from helpers import cli, error_lines
+from protoreg.rundirs.layout import LOCK, STAGE_PREFIX
 from protoreg.training.trainer import FORCE_EXIT_SECONDS
 
 FAST = ["data.n=8", "train.steps=40", "train.log_every_n_steps=10", "geometry.every_n_steps=20", "trainer.accelerator=cpu"]
@@ -183,10 +183,10 @@ def test_api_errors_name_the_api_arguments_and_the_cli_its_flags(tmp_path: Path,
 
 
 def test_a_cli_usage_error_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from protoreg.cli import main
+    from protoreg.frontend.cli import main
 
     with pytest.raises(protoreg.UsageError):
-        from protoreg.cli import build_parser
+        from protoreg.frontend.cli import build_parser
 
         build_parser().parse_args(["fit", "--nosuchflag"])
     assert main(["fit", "--nosuchflag"]) == 2

@@ -67,7 +67,7 @@ def test_a_jupyter_kernel_gets_progress_by_default_and_progress_decides(monkeypa
     import sys
     import types
 
-    from protoreg.display import in_notebook, progress_setting
+    from protoreg.frontend.display import in_notebook, progress_setting
 
     for key in ("CI", "PROTOREG_PROGRESS"):
         monkeypatch.delenv(key, raising=False)
@@ -89,7 +89,7 @@ def test_a_notebook_bar_is_a_widget_with_ipywidgets_else_one_text_line(monkeypat
     import types
     import warnings
 
-    from protoreg import display
+    from protoreg.frontend import display
 
     fake = types.ModuleType("IPython")
     fake.get_ipython = lambda: _Shell()  # type: ignore[attr-defined]

@@ -18,10 +18,10 @@ from typing import Iterator
 import pytest
 
 import protoreg
-from conftest import FAST_SWEEP, QUICK, quick, run_quiet
-from protoreg.cli import main
+from helpers import FAST_SWEEP, QUICK, quick, run_quiet
+from protoreg.frontend.cli import main
 from protoreg.errors import ConfigError
-from protoreg.plugins import LossEntry, Registry
+from protoreg.plugins.registry import LossEntry, Registry
 from protoreg.sweeps import store
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None

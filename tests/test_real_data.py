@@ -15,10 +15,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import protoreg
-from protoreg.cli import main
+from protoreg.frontend.cli import main
 from protoreg.errors import ConfigError, DataError
-from protoreg.evaluate import IMAGE_METRIC_NAMES
-from protoreg.metrics import image_metrics
+from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES
+from protoreg.evaluation.images import image_metrics
 from protoreg.geometry import outside_hull
 from protoreg.training.callbacks import ExpulsionWarning
 
@@ -125,7 +125,7 @@ def test_large_runs_compute_the_matching_only_at_the_final_check(tmp_path: Path,
     """Above recon_every_check_max (N x M), checks during training skip the exact matching: no
     intermediate metric/recon_error in TensorBoard, but the final one and metrics.json have it."""
     from protoreg import resolve_config
-    from protoreg.plugins import Registry, get_plugin_manager
+    from protoreg.plugins.registry import Registry, get_plugin_manager
     from protoreg.training import GeometryCallback, build_group, run_spec, train_group
 
     reg = Registry.load(get_plugin_manager(autoload=False))

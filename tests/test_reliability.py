@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import protoreg
-from protoreg.cli import main
-from protoreg.evaluate import METRIC_NAMES
-from protoreg.checkpoint import load_checkpoint
+from protoreg.frontend.cli import main
+from protoreg.evaluation.evaluate import METRIC_NAMES
+from protoreg.rundirs.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # end-to-end workflow tests
 

@@ -11,12 +11,14 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import protoreg
-from protoreg.cli import main
-from protoreg.evaluate import evaluate, stream_responses
+from protoreg.frontend.cli import main
+from protoreg.evaluation.evaluate import evaluate, stream_responses
 from protoreg.geometry import dead_units, duplicate_prototypes, geometry_report, hull_extent, min_prototype_gap
-from protoreg.memory import MEMORY_LIMIT_ENV, available_bytes, estimate
-from protoreg.metrics import fit_mse, optimal_matching, specialization_ratio
-from protoreg.model import GaussianMLP
+from protoreg.training.memory import MEMORY_LIMIT_ENV, available_bytes, estimate
+from helpers import specialization_ratio
+from protoreg.evaluation.evaluate import fit_mse
+from protoreg.evaluation.matching import optimal_matching
+from protoreg.model.mlp import GaussianMLP
 
 
 def dense_cost(p: np.ndarray, x: np.ndarray) -> float:
@@ -100,7 +102,7 @@ def test_lapjv_matching_is_optimal_in_64_and_784_dimensions():
 def test_cost_matrix_is_accurate_near_zero_and_far_from_the_origin(shift):
     """Each entry of the Gram-expanded cost matrix is within MATCHING_REL_TOL of the direct
     difference, also for pairs much closer than the data's distance from its centre."""
-    from protoreg.metrics import MATCHING_REL_TOL, _cost_matrix
+    from protoreg.evaluation.matching import MATCHING_REL_TOL, _cost_matrix
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(60, 33)) + shift
@@ -112,7 +114,7 @@ def test_cost_matrix_is_accurate_near_zero_and_far_from_the_origin(shift):
 
 
 def test_matching_bytes_counts_the_cost_matrix():
-    from protoreg.metrics import MATCHING_WORK_BYTES, matching_bytes
+    from protoreg.evaluation.matching import MATCHING_WORK_BYTES, matching_bytes
 
     assert matching_bytes(20_000, 20_000, 64) >= 8 * 20_000**2
     assert matching_bytes(100_000, 100_000, 1) < 1e9  # 1-D: no M x N array

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import protoreg
-import protoreg.model as model_mod
-from conftest import in_place_editor
+import protoreg.model.mlp as model_mod
+from helpers import in_place_editor
 import protoreg.training.module as module_mod
-from protoreg.api import LossContext
+from protoreg.plugin_api import LossContext
 from protoreg.errors import LossError
 from protoreg.losses.coverage import Coverage
 from protoreg.losses.overlap import Overlap
 from protoreg.losses.separation import Separation
-from protoreg.model import GaussianMLP, pairwise_sq_dists, readout, shares_sq_dists
+from protoreg.model.mlp import GaussianMLP, pairwise_sq_dists, readout, shares_sq_dists
 from protoreg.training.module import ProtoRegModule
 from protoreg.training.terms import LossTerm
 

@@ -16,12 +16,12 @@ from protoreg.sweeps import grid as G
 from protoreg.sweeps import plan as P
 from protoreg.sweeps import store
 from protoreg.training import train_group
-from protoreg.cli import main
+from protoreg.frontend.cli import main
 from protoreg.errors import RunDirError
-from protoreg.evaluate import METRIC_NAMES
-from conftest import FAST_SWEEP as FAST
-from conftest import QUICK, TrainCounter, quick, run_quiet
-from protoreg.plugins import Registry
+from protoreg.evaluation.evaluate import METRIC_NAMES
+from helpers import FAST_SWEEP as FAST
+from helpers import QUICK, TrainCounter, quick, run_quiet
+from protoreg.plugins.registry import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_a_crash_leaves_whole_rows_and_the_rerun_completes(reg: Registry, tmp_pa
     _, protos = read_csv(out / store.PROTOTYPES)
     assert {p[0] for p in protos} == {r[0] for r in rows}
     # a crash while results.csv is being replaced leaves the previous file
-    import protoreg.io as pio
+    import protoreg.rundirs.io as pio
 
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
@@ -142,7 +142,7 @@ def test_an_interrupted_batch_is_not_recorded(reg: Registry, tmp_path: Path, mon
 
 def test_a_diverging_run_is_marked_failed_and_the_others_finish(reg: Registry, tmp_path: Path) -> None:
     import protoreg
-    from protoreg.plugins import LossEntry
+    from protoreg.plugins.registry import LossEntry
 
     class Bomb(protoreg.StructuralLoss):
         name = "bomb"
@@ -194,7 +194,7 @@ def test_a_loss_that_is_off_in_a_run_cannot_fail_it(reg: Registry, tmp_path: Pat
     """A loss is evaluated only on the runs where its weight is > 0: a loss that is NaN everywhere
     fails exactly the runs whose mask turns it on."""
     import protoreg
-    from protoreg.plugins import LossEntry
+    from protoreg.plugins.registry import LossEntry
 
     class AlwaysNaN(protoreg.StructuralLoss):
         name = "alwaysnan"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, ROOT, TrainCounter, quick, run_quiet
+from helpers import QUICK, ROOT, TrainCounter, quick, run_quiet
 from protoreg import config as C
-from protoreg.cli import main
+from protoreg.frontend.cli import main
 from protoreg.errors import ConfigError, ProtoregError
-from protoreg.pairing import PairingWarning
-from protoreg.plugins import Registry
+from protoreg.plugins.pairing import PairingWarning
+from protoreg.plugins.registry import Registry
 from protoreg.sweeps import grid as G
 from protoreg.sweeps import plan as P
 

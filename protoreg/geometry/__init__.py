@@ -21,10 +21,10 @@ are processed together and never interact.
 
 from __future__ import annotations
 
-from .collapse import dead_units, duplicate_prototypes, min_prototype_gap
-from .hull import HullWarmStart, hull_distance, hull_extent, outside_hull, outside_hull_frac
-from .margin import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullCheck, check_bytes, hull_check, resolution
-from .report import geometry_report
+from protoreg.geometry.collapse import dead_units, duplicate_prototypes, min_prototype_gap
+from protoreg.geometry.hull import HullWarmStart, hull_distance, hull_extent, outside_hull, outside_hull_frac
+from protoreg.geometry.margin import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullCheck, check_bytes, hull_check, resolution
+from protoreg.geometry.report import geometry_report
 
 __all__ = [
     "hull_extent",

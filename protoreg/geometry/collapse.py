@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import _F64, _check_points
+from protoreg.geometry._common import _F64, _check_points
 
 
 #: Rows of one block of the screened pairwise pass (memory: block x M x 4 bytes, twice).

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import _F64
-from .linalg import _corral_inverse, _corral_lstsq, _rank1_update_
+from protoreg.geometry._common import _F64
+from protoreg.geometry.linalg import _corral_inverse, _corral_lstsq, _rank1_update_
 
 
 @dataclass

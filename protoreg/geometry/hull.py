@@ -15,9 +15,9 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import _F64, _check_pair, _check_points
-from .linalg import _run_scores
-from .solver import _stop_rule, _wolfe_bounds
+from protoreg.geometry._common import _F64, _check_pair, _check_points
+from protoreg.geometry.linalg import _run_scores
+from protoreg.geometry.solver import _stop_rule, _wolfe_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class HullWarmStart:
 
     def scale(self, x: Tensor) -> Tensor:
         """:func:`~protoreg.geometry.resolution` of ``x`` (R, N, d), computed once per data."""
-        from .margin import resolution
+        from protoreg.geometry.margin import resolution
 
         key = (tuple(x.shape), x.dtype, str(x.device), float(x.detach().double().sum()), float(x.detach().double().square().sum()))
         if self._scale is None or self._scale_key != key:

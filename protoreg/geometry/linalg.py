@@ -6,12 +6,10 @@ updates, exact and least-squares corral solves.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
 
-from ._common import _F64
 
 
 def _run_scores(z: Tensor, run: Tensor, xt: Tensor) -> Tensor:

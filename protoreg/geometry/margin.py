@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._common import _F64, _check_pair, _check_points
-from .hull import _CHUNK_BYTES, HullWarmStart, _hull_bounds, hull_extent
+from protoreg.geometry._common import _F64, _check_pair, _check_points
+from protoreg.geometry.hull import _CHUNK_BYTES, HullWarmStart, _hull_bounds, hull_extent
 
 #: Default margin: outside = hull distance above this fraction of the data's resolution.
 DEFAULT_MARGIN = 0.1

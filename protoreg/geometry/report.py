@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import _F64, _check_pair
-from .collapse import dead_units, gap_and_duplicates
-from .hull import HullWarmStart, hull_extent
-from .margin import DEFAULT_MARGIN, DEFAULT_REL_TOL, hull_check
+from protoreg.geometry._common import _F64, _check_pair
+from protoreg.geometry.collapse import dead_units, gap_and_duplicates
+from protoreg.geometry.hull import HullWarmStart, hull_extent
+from protoreg.geometry.margin import DEFAULT_MARGIN, DEFAULT_REL_TOL, hull_check
 
 #: Prototypes within this fraction of the data's extent of an earlier one count as duplicates.
 DUPLICATE_REL_TOL = 1e-6
@@ -38,7 +38,7 @@ def geometry_report(
         Hidden responses, for ``dead_units``; or give ``wins``.
     wins : Tensor, shape (R, M), optional
         Samples for which each unit is the strongest responder (what
-        :func:`protoreg.evaluate.stream_responses` counts without an N x M tensor);
+        :func:`protoreg.evaluation.evaluate.stream_responses` counts without an N x M tensor);
         ``dead_units`` is then the number of units with none. Exactly one of
         ``hidden`` and ``wins`` is given.
     margin, rel_tol : float

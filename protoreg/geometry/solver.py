@@ -78,9 +78,9 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import _F64
-from .corral import _CorralState, _Problem
-from .linalg import _rank1_update_, _rows_bmv, _run_scores
+from protoreg.geometry._common import _F64
+from protoreg.geometry.corral import _CorralState, _Problem
+from protoreg.geometry.linalg import _rank1_update_, _rows_bmv, _run_scores
 
 # Iterations between residual checks / refinements of the corral solutions.
 _CHECK_EVERY = 8

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from ..api import LossContext, StructuralLoss, hookimpl
-from ..banded import banded_coverage, coverage_uses_banded
-from ..numerics import logsumexp_flushed
+from protoreg.plugin_api import LossContext, StructuralLoss, hookimpl
+from protoreg.model.banded import banded_coverage, coverage_uses_banded
+from protoreg.model.kernels import logsumexp_flushed
 
 
 class Coverage(StructuralLoss):
@@ -18,9 +18,9 @@ class Coverage(StructuralLoss):
     ``s`` the sample spacing. The soft minimum lies between the nearest and the mean squared
     distance, so ``L >= 0``; it is measured in units of the squared spacing.
 
-    In 1-D with more than :data:`protoreg.banded.BANDED_MIN_ELEMENTS` sample-prototype pairs only
+    In 1-D with more than :data:`protoreg.model.banded.BANDED_MIN_ELEMENTS` sample-prototype pairs only
     the prototypes whose term can be non-zero are computed, run by run
-    (:func:`protoreg.banded.banded_coverage`): the same value up to summation order.
+    (:func:`protoreg.model.banded.banded_coverage`): the same value up to summation order.
     """
 
     name = "coverage"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..api import LossContext, StructuralLoss, hookimpl
-from ..numerics import exp_flushed
-from ._kernels import sq_dists
+from protoreg.plugin_api import LossContext, StructuralLoss, hookimpl
+from protoreg.model.kernels import exp_flushed
+from protoreg.losses._kernels import sq_dists
 
 
 class Separation(StructuralLoss):

@@ -1,6 +1,6 @@
 """The built-in study ``alba2026``: the paper's claims C1-C4 checked on a sweep's results.
 
-Registered through :func:`protoreg.hookspecs.protoreg_register_studies` like any third-party
+Registered through :func:`protoreg.plugins.hookspecs.protoreg_register_studies` like any third-party
 study; a sweep selects it with ``sweep.study: alba2026`` (``configs/paper.yaml`` does). The mask
 names it looks for are the built-in losses: ``coverage``, ``separation``, ``overlap`` and the
 baseline ``none``.
@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..api import Claim, Study, StudyResults, Verdict, hookimpl
-from ..sweeps.table import Stats, Table, fmt, label, to_float
+from protoreg.plugin_api import Claim, Study, StudyResults, Verdict, hookimpl
+from protoreg.sweeps.table import Stats, Table, fmt, label, to_float
 
 #: Thresholds of the claims' checks (stated in summary.md next to each verdict).
 C3_FIT_TOL = 0.1  #: "fit about as well": mean fit MSE within 10% of the target variance (R^2 within 0.1)

@@ -31,7 +31,6 @@ import signal
 import socket
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -39,12 +38,12 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from omegaconf import DictConfig
 
-from ..errors import ConfigError, PluginError
-from ..plugins import Registry
-from ..training import GroupOutcome, RunOutcome, RunSpec, build_group, geometry_callback
-from .grid import SweepRun
-from .plan import Plan
-from .store import TB
+from protoreg.errors import ConfigError, PluginError
+from protoreg.plugins.registry import Registry
+from protoreg.training import GroupOutcome, RunOutcome, RunSpec, build_group, geometry_callback
+from protoreg.sweeps.grid import SweepRun
+from protoreg.sweeps.plan import Plan
+from protoreg.sweeps.store import TB
 
 Echo = Callable[[str], None]
 #: The training engine's signature (:func:`protoreg.training.train_group`).

@@ -11,9 +11,9 @@ from typing import Any, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .. import config as C
-from ..errors import ConfigError
-from ..plugins import Registry
+from protoreg import config as C
+from protoreg.errors import ConfigError
+from protoreg.plugins.registry import Registry
 
 #: Keys that a sweep sets itself (and the setting that controls them).
 RESERVED_GRID_KEYS: dict[str, str] = {"train.seed": "sweep.seeds"}

@@ -13,15 +13,15 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config as C
-from ..errors import ConfigError, ProtoregError
-from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
-from ..pairing import Unpaired, unpaired_repulsors
-from ..plugins import Registry
-from ..training import RunSpec, group_key, run_spec
-from ..training.group import check_group_memory
-from ..training.trainer import make_trainer
-from .grid import SweepRun, expand, grid_values
+from protoreg import config as C
+from protoreg.errors import ConfigError, ProtoregError
+from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
+from protoreg.plugins.pairing import Unpaired, unpaired_repulsors
+from protoreg.plugins.registry import Registry
+from protoreg.training import RunSpec, group_key, run_spec
+from protoreg.training.group import check_group_memory
+from protoreg.training.trainer import make_trainer
+from protoreg.sweeps.grid import SweepRun, expand, grid_values
 
 #: Leading and trailing columns of ``results.csv``; swept keys and metrics go in between.
 HEAD_COLUMNS: tuple[str, ...] = ("run", "mask", "n", "seed")

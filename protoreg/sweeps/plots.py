@@ -9,9 +9,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .plan import Plan
-from .store import read_prototypes
-from .table import Stats, Table, fmt, label, to_float
+from protoreg.sweeps.plan import Plan
+from protoreg.sweeps.store import read_prototypes
+from protoreg.sweeps.table import Stats, Table, fmt, label, to_float
 
 #: File names of the plots.
 PLOT_FILES = {
@@ -22,7 +22,7 @@ PLOT_FILES = {
 }
 
 def _save(fig: Any, path: Path) -> None:
-    from ..plots import save_figure
+    from protoreg.evaluation.figures import save_figure
 
     save_figure(fig, path)
 
@@ -36,7 +36,7 @@ def _mask_colors(masks: Sequence[str]) -> dict[str, Any]:
 
 def write_plots(out: Path, plan: Plan, t: Table) -> list[str]:
     """Metric-vs-N plots per mask, τ-sweep curves, and prototype positions at the largest N."""
-    from ..plots import subplots
+    from protoreg.evaluation.figures import subplots
 
     made: list[str] = []
     colors = _mask_colors(t.masks)
@@ -90,7 +90,7 @@ def write_plots(out: Path, plan: Plan, t: Table) -> list[str]:
 
 
 def _tau_plot(out: Path, t: Table, tau_key: str, colors: Mapping[str, Any], name: str) -> str:
-    from ..plots import subplots
+    from protoreg.evaluation.figures import subplots
 
     ki = t.keys.index(tau_key)
     fig, axes = subplots(1, 3, figsize=(14, 4.2))
@@ -129,7 +129,7 @@ def _tau_plot(out: Path, t: Table, tau_key: str, colors: Mapping[str, Any], name
 
 def _prototype_plot(out: Path, plan: Plan, t: Table, colors: Mapping[str, Any]) -> list[str]:
     """Prototype positions of the first seed's run at the largest N, one panel per mask (and setting)."""
-    from ..plots import subplots
+    from protoreg.evaluation.figures import subplots
 
     protos = read_prototypes(out)
     data = {name: (spec.x, spec.y) for name, spec in plan.specs.items()}

@@ -11,17 +11,17 @@ import numpy as np
 
 from omegaconf import OmegaConf
 
-from ..api import Claim, Study, StudyResults
-from ..caller import warn
-from ..errors import ExpulsionWarning, PluginError
-from ..evaluate import COUNT_METRICS, IMAGE_METRIC_NAMES, METRIC_NAMES
-from ..io import atomic_write_text
-from ..plugins import Registry
-from .grid import format_value, mask_subsets, sweep_seeds
-from .plan import Plan, pairing_line
-from .plots import write_plots
-from .store import CLAIMS, RESULTS, SUMMARY, read_results
-from .table import Table, fmt, pm, to_float
+from protoreg.plugin_api import Claim, Study, StudyResults
+from protoreg.frontend.caller import warn
+from protoreg.errors import ExpulsionWarning, PluginError
+from protoreg.evaluation.evaluate import COUNT_METRICS, IMAGE_METRIC_NAMES, METRIC_NAMES
+from protoreg.rundirs.io import atomic_write_text
+from protoreg.plugins.registry import Registry
+from protoreg.sweeps.grid import format_value, mask_subsets, sweep_seeds
+from protoreg.sweeps.plan import Plan, pairing_line
+from protoreg.sweeps.plots import write_plots
+from protoreg.sweeps.store import CLAIMS, RESULTS, SUMMARY, read_results
+from protoreg.sweeps.table import Table, fmt, pm, to_float
 
 #: Columns of ``results.csv`` read as integers by :func:`parse_row`.
 INT_COLUMNS: tuple[str, ...] = ("n", "seed", "steps", "batch", *COUNT_METRICS)

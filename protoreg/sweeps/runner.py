@@ -14,22 +14,22 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig
 
-from ..api import Claim
-from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
-from ..io import atomic_write_text
-from ..caller import warn
-from ..errors import PairingWarning
-from ..plugins import Registry
-from ..rundir import csv_text, prototype_rows
-from ..status import checks_notable, exit_code
-from ..training import RunOutcome, train_group
-from .eta import BatchSize, EtaModel
-from .executors import Echo, Engine, Executor, GroupJob, GroupResult, LocalExecutor, make_executor
-from .grid import SweepRun, format_value
-from .plan import Plan, pairing_line, plan_groups, plan_sweep
-from .report import expulsion_warning, write_report
-from ..rundir import remove_if_empty
-from .store import (
+from protoreg.plugin_api import Claim
+from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES
+from protoreg.rundirs.io import atomic_write_text
+from protoreg.frontend.caller import warn
+from protoreg.errors import PairingWarning
+from protoreg.plugins.registry import Registry
+from protoreg.rundirs.layout import csv_text, prototype_rows
+from protoreg.rundirs.status import checks_notable, exit_code
+from protoreg.training import RunOutcome, train_group
+from protoreg.sweeps.eta import BatchSize, EtaModel
+from protoreg.sweeps.executors import Echo, Engine, Executor, GroupJob, GroupResult, LocalExecutor, make_executor
+from protoreg.sweeps.grid import SweepRun, format_value
+from protoreg.sweeps.plan import Plan, pairing_line, plan_groups, plan_sweep
+from protoreg.sweeps.report import expulsion_warning, write_report
+from protoreg.rundirs.layout import remove_if_empty
+from protoreg.sweeps.store import (
     PROTOTYPES,
     RESULTS,
     TB,

@@ -18,15 +18,15 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config as C
-from ..caller import warn
-from ..errors import ResultsWarning, RunDirError
-from ..io import atomic_write_text, exclusive_lock
-from ..voice import arg, on_command_line
-from .. import rundir
-from ..rundir import csv_text, ensure_parent
-from .grid import format_value
-from .table import to_float
+from protoreg import config as C
+from protoreg.frontend.caller import warn
+from protoreg.errors import ResultsWarning, RunDirError
+from protoreg.rundirs.io import atomic_write_text, exclusive_lock
+from protoreg.frontend.voice import arg, on_command_line
+from protoreg.rundirs import layout as rundir
+from protoreg.rundirs.layout import csv_text, ensure_parent
+from protoreg.sweeps.grid import format_value
+from protoreg.sweeps.table import to_float
 
 MANIFEST = "sweep.yaml"
 RESULTS = "results.csv"
@@ -38,7 +38,7 @@ TB = "tb"
 
 
 def default_out() -> Path:
-    """A new, empty ``sweeps/<timestamp>`` (see :func:`protoreg.rundir.default_out`): where a
+    """A new, empty ``sweeps/<timestamp>`` (see :func:`protoreg.rundirs.layout.default_out`): where a
     sweep writes when no output is named."""
     return rundir.default_out("sweeps")
 

@@ -7,9 +7,9 @@ is the samples of one optimisation step (``train.batch_size``), a *chunk* is the
 steps between two Lightning batches (``train.log_every_n_steps``).
 """
 
-from .callbacks import ExpulsionWarning, GeometryCallback, geometry_callback
-from .engine import GroupOutcome, RunOutcome, Units, train_group
-from .group import RunGroup, RunSpec, build_group, group_key, load_data, run_spec
+from protoreg.training.callbacks import ExpulsionWarning, GeometryCallback, geometry_callback
+from protoreg.training.engine import GroupOutcome, RunOutcome, Units, train_group
+from protoreg.training.group import RunGroup, RunSpec, build_group, group_key, load_data, run_spec
 
 __all__ = [
     "ExpulsionWarning",

@@ -11,10 +11,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from ..caller import warn
-from ..errors import ExpulsionWarning
-from ..evaluate import Evaluation, evaluate
-from ..geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullWarmStart
+from protoreg.frontend.caller import warn
+from protoreg.errors import ExpulsionWarning
+from protoreg.evaluation.evaluate import Evaluation, evaluate
+from protoreg.geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullWarmStart
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class GeometryCallback(pl.Callback):
         writer = _writer(trainer)
         if writer is None or not self.figures:
             return
-        from ..plots import figure_image
+        from protoreg.evaluation.figures import figure_image
 
         fig = self.figure(pl_module, run=0)
         writer.add_image("geometry/prototypes", figure_image(fig), int(pl_module.step_count), dataformats="CHW")  # type: ignore[attr-defined]
@@ -230,7 +230,7 @@ class GeometryCallback(pl.Callback):
         writer.flush()
 
     def figure(self, pl_module: Any, run: int = 0) -> Any:
-        from ..plots import prototype_figure
+        from protoreg.evaluation.figures import prototype_figure
 
         ev = self.last_report
         assert ev is not None
@@ -275,7 +275,7 @@ def projector_embedding(
     (the prototype's partner in the optimal matching behind ``recon_error``) and, for labelled
     data, ``label`` (a prototype's: its matched sample's). For image inputs every point carries its
     image (prototypes clipped to [0, 1]), so the projector draws a sprite."""
-    from ..metrics import matching
+    from protoreg.evaluation.matching import matching
 
     pos = ev.positions[0]
     finite = torch.isfinite(pos).all(-1)
@@ -318,7 +318,7 @@ def geometry_callback(
     The check interval is rounded up to a multiple of ``train.log_every_n_steps`` (checks happen
     between chunks of steps). ``losses`` is the loss registry (roles and pairing advice).
     """
-    from ..pairing import unpaired_repulsors
+    from protoreg.plugins.pairing import unpaired_repulsors
 
     chunk = int(cfg.train.log_every_n_steps)
     every = max(chunk, int(math.ceil(int(cfg.geometry.every_n_steps) / chunk)) * chunk)

@@ -19,12 +19,12 @@ from omegaconf import OmegaConf
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from ..errors import ConfigError
-from ..evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, Evaluation
-from .callbacks import GeometryCallback
-from .group import RunGroup
-from .progress import StepProgress
-from .trainer import StopOnSignals, fit_chunks, make_trainer, save_checkpoint
+from protoreg.errors import ConfigError
+from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, Evaluation
+from protoreg.training.callbacks import GeometryCallback
+from protoreg.training.group import RunGroup
+from protoreg.training.progress import StepProgress
+from protoreg.training.trainer import StopOnSignals, fit_chunks, make_trainer, save_checkpoint
 
 @dataclass
 class Units:
@@ -41,9 +41,9 @@ class Units:
 class RunOutcome:
     """How one run of a group ended."""
 
-    status: str  #: ``completed`` (trained ``train.steps``) | ``failed`` | ``interrupted`` | ``stopped`` (see :data:`protoreg.status.EXIT_CODES`)
+    status: str  #: ``completed`` (trained ``train.steps``) | ``failed`` | ``interrupted`` | ``stopped`` (see :data:`protoreg.rundirs.status.EXIT_CODES`)
     reason: str  #: why it did not complete ('' when completed)
-    metrics: dict[str, float | int | None]  #: every name of :data:`~protoreg.evaluate.METRIC_NAMES` and ``IMAGE_METRIC_NAMES`` (None: not images)
+    metrics: dict[str, float | int | None]  #: every name of :data:`~protoreg.evaluation.evaluate.METRIC_NAMES` and ``IMAGE_METRIC_NAMES`` (None: not images)
     steps: int  #: optimisation steps trained
     units: Units
     extra: dict[str, Any] = field(default_factory=dict)  #: e.g. ``stopped_at_step``
@@ -122,8 +122,8 @@ def train_group(
     writer = getattr(logger, "experiment", None) if logger is not None else None
     pairs = None
     if group.image_shape is not None and geometry.figures:
-        from ..metrics import matched_image_pairs
-        from ..plots import figure_image, reconstruction_figure
+        from protoreg.evaluation.images import matched_image_pairs
+        from protoreg.evaluation.figures import figure_image, reconstruction_figure
 
         spec = group.specs[0]
         pairs = matched_image_pairs(runs[0].prototypes, spec.x, group.image_shape)

@@ -13,15 +13,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config as C
-from ..data import validate_loaded
-from ..caller import warn
-from ..errors import ConfigError, ConfigWarning, DataError, ProtoregError
-from ..memory import check_memory
-from ..model import GaussianMLP
-from ..plugins import Registry, describe_failure
-from .module import ProtoRegModule
-from .terms import LossTerm
+from protoreg import config as C
+from protoreg.datasets.builtin import validate_loaded
+from protoreg.frontend.caller import warn
+from protoreg.errors import ConfigError, ConfigWarning, DataError, ProtoregError
+from protoreg.training.memory import check_memory
+from protoreg.model.mlp import GaussianMLP
+from protoreg.plugins.registry import Registry, describe_failure
+from protoreg.training.module import ProtoRegModule
+from protoreg.training.terms import LossTerm
 
 
 @dataclass
@@ -71,7 +71,7 @@ def run_spec(cfg: DictConfig, reg: Registry, settings: dict[str, dict[str, Any]]
 
 def check_group_memory(specs: Sequence[RunSpec]) -> None:
     """Refuse (:class:`ConfigError` naming ``train.batch_size``) a group of runs whose estimated
-    peak memory exceeds what is available (:func:`protoreg.memory.check_memory`)."""
+    peak memory exceeds what is available (:func:`protoreg.training.memory.check_memory`)."""
     cfg = specs[0].cfg
     n, d = specs[0].x.shape
     check_memory(

@@ -23,13 +23,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import lightning.pytorch as pl
 import torch
 
-from ..api import LossContext
-from ..banded import LazyHiddenContext, banded_pred, model_uses_banded
-from ..caller import warn
-from ..errors import CompileWarning, LossError
-from ..metrics import fit_mse
-from ..model import GaussianMLP, pairwise_sq_dists, readout, sample_spacing, shares_sq_dists
-from .terms import ForcedStop, LossTerm, LossTerms
+from protoreg.plugin_api import LossContext
+from protoreg.model.banded import LazyHiddenContext, banded_pred, model_uses_banded
+from protoreg.frontend.caller import warn
+from protoreg.errors import CompileWarning, LossError
+from protoreg.evaluation.evaluate import fit_mse
+from protoreg.model.mlp import GaussianMLP, pairwise_sq_dists, readout, sample_spacing, shares_sq_dists
+from protoreg.training.terms import ForcedStop, LossTerm, LossTerms
 
 #: Why training stopped before ``steps``: a run failed (fit), a signal, or the geometry check.
 STOP_REASONS = ("failed", "interrupted", "expulsion")
@@ -190,10 +190,10 @@ class ProtoRegModule(pl.LightningModule):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Per-run values: ``(total (R,), {"fit": (R,), name: (R,)}, hidden, pred, prototypes)``.
 
-        In 1-D above :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels per step the forward pass
-        is banded, run by run (:func:`protoreg.banded.banded_pred`), and ``hidden`` is None: the losses get a
-        :class:`~protoreg.banded.LazyHiddenContext` that computes the dense ``ctx.hidden`` only
-        when one reads it. Radial units on large problems (:func:`protoreg.model.shares_sq_dists`)
+        In 1-D above :data:`protoreg.model.banded.BANDED_MIN_ELEMENTS` kernels per step the forward pass
+        is banded, run by run (:func:`protoreg.model.banded.banded_pred`), and ``hidden`` is None: the losses get a
+        :class:`~protoreg.model.banded.LazyHiddenContext` that computes the dense ``ctx.hidden`` only
+        when one reads it. Radial units on large problems (:func:`protoreg.model.mlp.shares_sq_dists`)
         compute the squared distances once, for the hidden layer and ``ctx.sq_dists``."""
         hidden: torch.Tensor | None
         d2: torch.Tensor | None = None

@@ -1,5 +1,5 @@
 """Progress on long work: a step bar (rate and ETA) on a terminal and in a Jupyter notebook,
-silent in logs and CI (where it is drawn: :mod:`protoreg.display`)."""
+silent in logs and CI (where it is drawn: :mod:`protoreg.frontend.display`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import lightning.pytorch as pl
 
-from ..display import in_notebook, interactive, make_bar, progress_setting
+from protoreg.frontend.display import in_notebook, interactive, make_bar, progress_setting
 
 __all__ = ["StepProgress", "in_notebook", "interactive", "make_bar", "progress_setting"]
 

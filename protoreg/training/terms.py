@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..api import LossContext, StructuralLoss
-from ..banded import hidden_version
-from ..errors import LossError
-from ..plugins import describe_failure
+from protoreg.plugin_api import LossContext, StructuralLoss
+from protoreg.model.banded import hidden_version
+from protoreg.errors import LossError
+from protoreg.plugins.registry import describe_failure
 
 #: The tensors of a :class:`LossContext`, in the order their version counters are compared.
 CONTEXT_TENSORS: tuple[str, ...] = ("x", "y", "hidden", "pred", "prototypes", "spacing", "sq_dists")

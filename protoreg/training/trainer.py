@@ -18,11 +18,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from ..errors import ConfigError
-from ..io import naming, replacing
-from ..voice import on_command_line
-from .module import ProtoRegModule
-from .terms import ForcedStop
+from protoreg.errors import ConfigError
+from protoreg.rundirs.io import naming, replacing
+from protoreg.frontend.voice import on_command_line
+from protoreg.training.module import ProtoRegModule
+from protoreg.training.terms import ForcedStop
 
 #: Seconds a second SIGINT/SIGTERM gives the program to stop before the process exits (130)
 #: without writing anything more: what a plugin that swallows the stop gets.

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import RunDirError
+from protoreg.errors import RunDirError
 
 
 def _umask() -> int:

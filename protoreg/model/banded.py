@@ -1,7 +1,7 @@
 """Banded Gaussian kernels in 1-D: only the units near a sample, exactly.
 
 A Gaussian unit far from a sample has a kernel argument below the floor of
-:func:`protoreg.numerics.exp_flushed` (-87.3 in float32, -708.4 in float64 on CPU): its value
+:func:`protoreg.model.kernels.exp_flushed` (-87.3 in float32, -708.4 in float64 on CPU): its value
 and its gradient are exactly 0. In 1-D the units whose kernel can be non-zero at a sample ``x``
 are those whose prototype lies within the unit's *radius* of ``x``: after sorting the prototypes,
 a contiguous range found by binary search. Computing only that range (padded to the
@@ -41,9 +41,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .api import LossContext
-from .model import GaussianMLP, pairwise_sq_dists
-from .numerics import EXP_NORMAL_MIN, exp_flushed, logsumexp_flushed
+from protoreg.plugin_api import LossContext
+from protoreg.model.mlp import GaussianMLP, pairwise_sq_dists
+from protoreg.model.kernels import EXP_NORMAL_MIN, exp_flushed, logsumexp_flushed
 
 #: The banded path runs in 1-D when one run's dense per-step tensor B x M has more elements.
 BANDED_MIN_ELEMENTS = 1 << 22
@@ -65,7 +65,7 @@ EXP_ZERO_BELOW: dict[torch.dtype, float] = {torch.float32: -104.0, torch.float64
 
 def kernel_floor(dtype: torch.dtype, device: torch.device) -> float | None:
     """The argument below which the kernels are exactly 0: the floor of
-    :func:`~protoreg.numerics.exp_flushed` on CPU, where ``exp`` underflows to 0 elsewhere;
+    :func:`~protoreg.model.kernels.exp_flushed` on CPU, where ``exp`` underflows to 0 elsewhere;
     None for dtypes without a banded path."""
     if device.type == "cpu":
         return EXP_NORMAL_MIN.get(dtype)
@@ -80,7 +80,7 @@ def use_banded(runs: int, samples: int, width: int, dim: int, dtype: torch.dtype
 
 
 def model_uses_banded(model: torch.nn.Module, x: torch.Tensor) -> bool:
-    """:func:`use_banded` for ``model`` (a :class:`~protoreg.model.GaussianMLP`) on ``x`` (R, B, d)."""
+    """:func:`use_banded` for ``model`` (a :class:`~protoreg.model.mlp.GaussianMLP`) on ``x`` (R, B, d)."""
     r, b, d = x.shape
     return use_banded(r, b, int(model.width), d, x.dtype, x.device)  # type: ignore[arg-type]
 
@@ -296,7 +296,7 @@ def banded_forward(model: torch.nn.Module, x: torch.Tensor, bands: UnitBands | N
 
 @torch.no_grad()
 def stream_banded(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``fit_mse`` (R,) and ``wins`` (R, M) like :func:`protoreg.evaluate.stream_responses`, over
+    """``fit_mse`` (R,) and ``wins`` (R, M) like :func:`protoreg.evaluation.evaluate.stream_responses`, over
     banded chunks of ``chunk`` samples (default: R x chunk x band width <=
     :data:`BANDED_EVAL_ELEMENTS`); None where the dense evaluation must run (see
     :func:`banded_forward`)."""
@@ -331,7 +331,7 @@ def stream_banded(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chun
 
 
 class _RunView:
-    """Run ``r`` of a :class:`~protoreg.model.GaussianMLP` as a model of one run: the same
+    """Run ``r`` of a :class:`~protoreg.model.mlp.GaussianMLP` as a model of one run: the same
     attribute names, each parameter sliced (differentiably) to ``[r : r + 1]``."""
 
     def __init__(self, model: torch.nn.Module, r: int) -> None:
@@ -429,7 +429,7 @@ def banded_coverage(x: torch.Tensor, prototypes: torch.Tensor, t: torch.Tensor) 
 
 # ------------------------------------------------------------------ the lazy context
 class LazyHiddenContext(LossContext):
-    """A :class:`~protoreg.api.LossContext` whose ``hidden`` is computed at its first read.
+    """A :class:`~protoreg.plugin_api.LossContext` whose ``hidden`` is computed at its first read.
 
     The banded path never builds the dense ``(R, B, M)`` hidden responses; a loss that reads
     ``ctx.hidden`` (the built-in ``overlap``) gets them, computed then by the dense code with

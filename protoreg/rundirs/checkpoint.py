@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, RunDirError
+from protoreg.errors import CheckpointError, RunDirError
 
 CHECKPOINT_NAME = "last.ckpt"
 

@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from .data import check_image_shape
-from .errors import RunDirError
-from .rundir import SWEEP_MANIFEST, check_not_being_written
-from .evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate
-from .geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL
-from .model import GaussianMLP
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from protoreg.datasets.builtin import check_image_shape
+from protoreg.errors import RunDirError
+from protoreg.rundirs.layout import SWEEP_MANIFEST, check_not_being_written
+from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate
+from protoreg.geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL
+from protoreg.model.mlp import GaussianMLP
+from protoreg.rundirs.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 
 #: What reading a checkpoint that was edited or written by another program can raise.

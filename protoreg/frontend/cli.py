@@ -1,6 +1,6 @@
 """The ``protoreg`` command line. ``main(argv) -> int`` is callable from tests.
 
-Every command is a thin layer over the Python API (:mod:`protoreg.workflows`); all printing
+Every command is a thin layer over the Python API (:mod:`protoreg.api`); all printing
 lives here. Exit codes: 0 success; 1 a run failed (non-finite loss) or ``check`` found
 expulsion; 2 bad input (config, data, plugin, run directory); 130 interrupted (the run directory
 is complete).
@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ProtoregError, UsageError
-from .status import checks_notable as _checks_notable
-from .voice import command_line
+from protoreg.errors import ProtoregError, UsageError
+from protoreg.rundirs.status import checks_notable as _checks_notable
+from protoreg.frontend.voice import command_line
 
 PROG = "protoreg"
 
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from protoreg import __version__
 
     p = _Parser(prog=PROG, description="Structural regularizers for minimal Gaussian MLPs.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -63,7 +63,7 @@ def _fmt(v: float) -> str:
 def _print_config(command: str, args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from .workflows import resolve_config
+    from protoreg.api import resolve_config
 
     config = args.config
     if command == "fit" and args.resume is not None:
@@ -81,7 +81,7 @@ def _print_config(command: str, args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .workflows import fit
+    from protoreg.api import fit
 
     if args.print_config:
         return _print_config("fit", args)
@@ -113,7 +113,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .workflows import sweep
+    from protoreg.api import sweep
 
     if args.print_config:
         return _print_config("sweep", args)
@@ -133,7 +133,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import run_check
+    from protoreg.rundirs.check import run_check
 
     return run_check(args.run_dir, as_json=args.json)
 
@@ -144,7 +144,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import Registry
+    from protoreg.plugins.registry import Registry
 
     reg = Registry.load()
     rows = [("name", "role", "pairs_with", "defaults", "source")]
@@ -212,5 +212,5 @@ def console_main() -> None:  # pragma: no cover - thin wrapper
     sys.exit(main())
 
 
-if __name__ == "__main__":  # pragma: no cover - ``python -m protoreg.cli``
+if __name__ == "__main__":  # pragma: no cover - ``python -m protoreg.frontend.cli``
     console_main()

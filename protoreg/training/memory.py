@@ -2,10 +2,10 @@
 
 Training holds, per optimisation step, a few tensors of R x B x M elements (B the minibatch,
 ``train.batch_size``, or N for full batch): the hidden responses, the loss kernels and their
-gradients; in 1-D above :data:`protoreg.banded.BANDED_MIN_ELEMENTS` (the banded kernels) only
+gradients; in 1-D above :data:`protoreg.model.banded.BANDED_MIN_ELEMENTS` (the banded kernels) only
 R x B x band tensors, unless a loss reads ``ctx.hidden`` (any loss but
-:data:`HIDDEN_FREE_LOSSES` is assumed to). Evaluation streams over chunks of samples (:func:`protoreg.evaluate.eval_chunk`); the exact
-matching holds one float64 N x M cost matrix in d >= 2 (:func:`protoreg.metrics.matching_bytes`). :func:`check_memory`
+:data:`HIDDEN_FREE_LOSSES` is assumed to). Evaluation streams over chunks of samples (:func:`protoreg.evaluation.evaluate.eval_chunk`); the exact
+matching holds one float64 N x M cost matrix in d >= 2 (:func:`protoreg.evaluation.matching.matching_bytes`). :func:`check_memory`
 compares the estimate with the memory available (``/proc/meminfo`` ``MemAvailable`` on Linux,
 ``os.sysconf`` elsewhere, the free memory of the GPU for CUDA training) and refuses with a
 one-line :class:`~protoreg.errors.ConfigError` naming ``train.batch_size`` before anything is
@@ -22,11 +22,11 @@ from typing import Iterable
 
 import torch
 
-from . import banded
-from .errors import ConfigError
-from .evaluate import EVAL_CHUNK_ELEMENTS
-from .geometry import check_bytes
-from .metrics import matching_bytes
+from protoreg.model import banded
+from protoreg.errors import ConfigError
+from protoreg.evaluation.evaluate import EVAL_CHUNK_ELEMENTS
+from protoreg.geometry import check_bytes
+from protoreg.evaluation.matching import matching_bytes
 
 #: Environment variable that sets the memory available, in bytes (suffixes K, M, G, T).
 MEMORY_LIMIT_ENV = "PROTOREG_MEMORY_LIMIT"
@@ -41,7 +41,7 @@ EVAL_TENSORS = 4
 #: Losses whose memory grows with M x M.
 PAIRWISE_LOSSES = ("separation",)
 #: Built-in losses that never read ``ctx.hidden``: with only these, a banded step (d = 1, see
-#: :mod:`protoreg.banded`) never builds an R x B x M tensor.
+#: :mod:`protoreg.model.banded`) never builds an R x B x M tensor.
 HIDDEN_FREE_LOSSES = ("coverage", "separation")
 #: Band width (units per sample, the wide units included) assumed for a banded step: a uniform
 #: layer needs a few dozen (float32) to about a hundred (float64).
@@ -72,7 +72,7 @@ def _dtype(itemsize: int) -> torch.dtype | None:
 
 def banded_step(*, width: int, dim: int, runs: int = 1, batch: int, itemsize: int = 4, losses: Iterable[str] = ()) -> bool:
     """Whether a training step of ``runs`` runs on ``batch`` samples of ``dim`` inputs with
-    ``width`` units runs the banded 1-D kernels (:func:`protoreg.banded.use_banded`) without an
+    ``width`` units runs the banded 1-D kernels (:func:`protoreg.model.banded.use_banded`) without an
     R x B x M tensor: every active loss is one of :data:`HIDDEN_FREE_LOSSES`."""
     dtype = _dtype(itemsize)
     if dtype is None or not all(name in HIDDEN_FREE_LOSSES for name in losses):
@@ -96,7 +96,7 @@ def estimate(
     targets, M = ``width`` units, minibatch ``batch_size`` (None: full batch), ``itemsize``
     bytes per element (4: float32), active ``losses``. ``banded_training``: the step runs the
     banded kernels (:func:`banded_step`; R x B x :data:`BAND_UNITS` instead of R x B x M
-    tensors). Evaluation is banded wherever :func:`protoreg.banded.use_banded` says so."""
+    tensors). Evaluation is banded wherever :func:`protoreg.model.banded.use_banded` says so."""
     b = min(batch_size or n, n)
     dtype = _dtype(itemsize)
     if banded_training:

@@ -7,10 +7,10 @@ from typing import Sequence
 
 import torch
 
-from . import geometry
-from .banded import model_uses_banded, stream_banded
-from .metrics import fit_mse, recon_error
-from .model import GaussianMLP
+from protoreg import geometry
+from protoreg.model.banded import model_uses_banded, stream_banded
+from protoreg.evaluation.matching import recon_error
+from protoreg.model.mlp import GaussianMLP
 
 #: Per-run scalar metrics, in the order they are reported.
 METRIC_NAMES: tuple[str, ...] = (
@@ -30,6 +30,17 @@ COUNT_METRICS: tuple[str, ...] = ("duplicate_prototypes", "dead_units")
 
 #: Per-run image metrics, for data whose inputs are images (``image_shape``); None otherwise.
 IMAGE_METRIC_NAMES: tuple[str, ...] = ("recon_ssim", "recon_ncc", "recon_ssim_frac", "recon_ssim04_frac", "nn_ncc", "nn_ssim04_frac")
+
+
+def fit_mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the fit, ``mean_{i,k} (pred - y)^2``.
+
+    Shapes: pred, y (R, N, k) -> (R,).
+
+    >>> fit_mse(torch.zeros(1, 2, 1), torch.ones(1, 2, 1))
+    tensor([1.])
+    """
+    return (pred - y).square().mean(dim=(1, 2))
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,8 @@ class Evaluation:
 
     def with_images(self, x: torch.Tensor, image_shape: Sequence[int]) -> "Evaluation":
         """This evaluation plus the image metrics of the prototypes against the training images
-        ``x`` (R, N, d) of shape ``image_shape`` (see :func:`protoreg.metrics.image_metrics`)."""
-        from .metrics import image_metrics
+        ``x`` (R, N, d) of shape ``image_shape`` (see :func:`protoreg.evaluation.images.image_metrics`)."""
+        from protoreg.evaluation.images import image_metrics
 
         return replace(self, images=image_metrics(self.positions, x.detach().cpu(), tuple(image_shape)))
 
@@ -94,9 +105,9 @@ def stream_responses(model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, chunk
     with several, the squared errors are summed per chunk in float64 (equal to float rounding)
     and the counts are identical.
 
-    In 1-D with more than :data:`protoreg.banded.BANDED_MIN_ELEMENTS` kernels per run (``N M``) only
-    the units near each sample are computed (:func:`protoreg.banded.stream_banded`, chunks of
-    ``chunk`` samples or bounded by :data:`protoreg.banded.BANDED_EVAL_ELEMENTS`): the same
+    In 1-D with more than :data:`protoreg.model.banded.BANDED_MIN_ELEMENTS` kernels per run (``N M``) only
+    the units near each sample are computed (:func:`protoreg.model.banded.stream_banded`, chunks of
+    ``chunk`` samples or bounded by :data:`protoreg.model.banded.BANDED_EVAL_ELEMENTS`): the same
     counts, ``fit_mse`` to float rounding.
     """
     r, n, _ = x.shape

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .caller import warn
-from .errors import ConfigError, PairingWarning
-from .plugins import LossEntry
+from protoreg.frontend.caller import warn
+from protoreg.errors import ConfigError, PairingWarning
+from protoreg.plugins.registry import LossEntry
 
 __all__ = ["PairingWarning", "Unpaired", "check_pairing", "unpaired_repulsors"]
 

@@ -13,7 +13,7 @@ import sys
 from contextvars import ContextVar
 from typing import IO, Any, Iterator
 
-from .voice import on_command_line
+from protoreg.frontend.voice import on_command_line
 
 _CHOICE: ContextVar[bool | None] = ContextVar("protoreg_progress", default=None)
 

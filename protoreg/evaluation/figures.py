@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from .io import replacing
+from protoreg.rundirs.io import replacing
 
 INSIDE_COLOR = "tab:blue"
 OUTSIDE_COLOR = "tab:red"
@@ -184,11 +184,11 @@ def reconstruction_figure(
     and the ``shown // 2`` worst pairs (all of them when there are few).
 
     ``x`` (N, d) training images and ``prototypes`` (M, d), flattened, d = prod(image_shape); the
-    matching is the one of ``recon_error`` (:func:`protoreg.metrics.matched_image_pairs`). Each
+    matching is the one of ``recon_error`` (:func:`protoreg.evaluation.images.matched_image_pairs`). Each
     pair is drawn as [training image | prototype] on a grey scale clipped to [0, 1], with its SSIM.
     ``pairs``: those pairs when already computed.
     """
-    from .metrics import matched_image_pairs
+    from protoreg.evaluation.images import matched_image_pairs
 
     shape = tuple(int(s) for s in image_shape)
     if pairs is None:

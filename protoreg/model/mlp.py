@@ -30,7 +30,7 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from .numerics import exp_flushed
+from protoreg.model.kernels import exp_flushed
 
 Parameterization = Literal["affine", "radial"]
 

@@ -22,10 +22,10 @@ from typing import Any, Callable, Sequence
 
 import pluggy
 
-from . import hookspecs
-from .api import PROJECT_NAME, ROLES, StructuralLoss, Study
-from .caller import warn
-from .errors import PluginError, PluginLoadWarning
+from protoreg.plugins import hookspecs
+from protoreg.plugin_api import PROJECT_NAME, ROLES, StructuralLoss, Study
+from protoreg.frontend.caller import warn
+from protoreg.errors import PluginError, PluginLoadWarning
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "protoreg.losses.coverage",
     "protoreg.losses.separation",
     "protoreg.losses.overlap",
-    "protoreg.data",
+    "protoreg.datasets.builtin",
     "protoreg.studies.alba2026",
 )
 

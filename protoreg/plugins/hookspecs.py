@@ -1,7 +1,7 @@
 """Hook specifications: the only hooks protoreg calls. Plugins implement them with
 :data:`protoreg.hookimpl`.
 
-Hooks are called once per plugin manager (see :func:`protoreg.plugins.get_plugin_manager`), when a
+Hooks are called once per plugin manager (see :func:`protoreg.plugins.registry.get_plugin_manager`), when a
 command first needs the registry, in plugin registration order: built-ins first, then installed
 entry points of the group ``protoreg`` in the order ``importlib.metadata`` lists them.
 """
@@ -12,7 +12,7 @@ from typing import Callable
 
 import pluggy
 
-from .api import PROJECT_NAME, StructuralLoss, Study
+from protoreg.plugin_api import PROJECT_NAME, StructuralLoss, Study
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
@@ -44,7 +44,7 @@ def protoreg_register_datasets(register: Callable[..., None]) -> None:
         ``(X, y, info)``: float numpy arrays of shapes ``(N, d)`` and ``(N, k)``, and an optional
         mapping of which protoreg reads only ``image_shape``, a tuple of 1 to 3 positive ints
         whose product is d that each input row reshapes to (e.g. ``(8, 8)``). Results are checked
-        with :func:`protoreg.data.validate_loaded`. It should raise
+        with :func:`protoreg.datasets.builtin.validate_loaded`. It should raise
         :class:`protoreg.errors.DataError` for bad input. Duplicate names are an error.
     :return: nothing; return values are ignored.
     """

@@ -46,9 +46,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .api import hookimpl
-from .caller import warn
-from .errors import DataError, DataWarning
+from protoreg.plugin_api import hookimpl
+from protoreg.frontend.caller import warn
+from protoreg.errors import DataError, DataWarning
 
 MIN_POINTS = 2
 

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .caller import warn
-from .errors import RunDirError, RunDirWarning
-from .voice import arg, rerun_sweep, resume_hint
-from .io import atomic_write_json, atomic_write_text, exclusive_lock, lock_held, merge_into, remove_tree
+from protoreg.frontend.caller import warn
+from protoreg.errors import RunDirError, RunDirWarning
+from protoreg.frontend.voice import arg, rerun_sweep, resume_hint
+from protoreg.rundirs.io import atomic_write_json, atomic_write_text, exclusive_lock, lock_held, merge_into, remove_tree
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .training import GroupOutcome, RunSpec, Units
+    from protoreg.training import GroupOutcome, RunSpec, Units
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -161,7 +161,7 @@ def writing_run(out: Path, *, resume: bool) -> Iterator[Path]:
     ``out`` is created when missing (a new run) and locked against a second writer (refused
     with :class:`RunDirError`); staging leftovers of killed processes are reported (a warning)
     and removed. When the block completes, the staged files are merged into ``out`` with
-    ``metrics.json`` last (:func:`protoreg.io.merge_into`), so every file protoreg did not write
+    ``metrics.json`` last (:func:`protoreg.rundirs.io.merge_into`), so every file protoreg did not write
     stays. When the block raises, the staging folder is
     removed, ``out`` is left as it was, and a folder created here is removed again.
     """
@@ -283,7 +283,7 @@ def write_run(stage: Path, spec: "RunSpec", outcome: "GroupOutcome", run: int = 
     atomic_write_text(stage / PROTOTYPES, csv_text([prototype_header(res.prototypes.shape[1]), *prototype_rows(res.units)]))
     _save_figure(outcome.figure(run), stage / FIGURE)
     if spec.image_shape is not None:
-        from .plots import reconstruction_figure
+        from protoreg.evaluation.figures import reconstruction_figure
 
         pairs = outcome.reconstruction_pairs if run == 0 else None
         _save_figure(reconstruction_figure(spec.x, res.prototypes, spec.image_shape, pairs=pairs), stage / RECONSTRUCTIONS)
@@ -305,7 +305,7 @@ def write_data(path: Path, x: np.ndarray, y: np.ndarray, image_shape: Sequence[i
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    from .plots import save_figure
+    from protoreg.evaluation.figures import save_figure
 
     save_figure(fig, path)
 
