@@ -4,15 +4,16 @@ The public API is what this module exports, and nothing else is promised:
 
 * training from Python: :func:`fit`, :func:`sweep`, :func:`load_run`, :func:`load_sweep`,
   :func:`load_data`, :func:`resolve_config`, :class:`Run`, :class:`Sweep`;
-* writing plugins: :class:`StructuralLoss`, :class:`LossContext`, :class:`Study`, :class:`Claim`,
-  :class:`StudyResults`, :data:`hookimpl` (hooks: :mod:`protoreg.plugins.hookspecs`);
+* writing plugins (:mod:`protoreg.plugin_api`): :class:`StructuralLoss`, :class:`LossContext`,
+  :class:`Dataset`, :class:`Study`, :class:`Claim`, :class:`StudyResults`, :data:`hookimpl`
+  (hooks: :mod:`protoreg.plugins.hookspecs`);
 * errors: :mod:`protoreg.errors` (every one a :class:`ProtoregError`);
 * warnings: every one a :class:`ProtoregWarning`, attributed to the caller's line.
 """
 
 from __future__ import annotations
 
-from protoreg.plugin_api import Claim, LossContext, StructuralLoss, Study, StudyResults, hookimpl
+from protoreg.plugin_api import Claim, Dataset, LossContext, StructuralLoss, Study, StudyResults, hookimpl
 from protoreg.errors import (
     CheckpointError,
     CompileWarning,
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigError",
     "ConfigWarning",
     "DataError",
+    "Dataset",
     "DataWarning",
     "ExpulsionWarning",
     "LossContext",

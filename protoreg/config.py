@@ -138,9 +138,6 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
-#: Input dimension of the built-in datasets whose dimension is fixed (the others use ``data.dim``).
-FIXED_DIMS: dict[str, int] = {"digits": 64, "mnist": 784, "moons": 2, "circles": 2, "blobs": 2}
-
 #: Trainer arguments protoreg sets itself; users set the protoreg key instead.
 RESERVED_TRAINER_KEYS: dict[str, str] = {
     "max_steps": "train.steps",
@@ -343,63 +340,6 @@ def _trainer_params_from_source() -> frozenset[str] | None:
     return None
 
 
-def _data_problems(d: Any, datasets: Mapping[str, Any]) -> list[str]:
-    """Problems of the ``data`` section, per dataset (built-ins' values are checked here)."""
-    p: list[str] = []
-    from protoreg.datasets.builtin import CLASS_COUNTS, MNIST_MISSING, NOISE_DEFAULTS, TARGETS, mnist_available
-
-    dname = "file" if d.path is not None else d.name
-    if d.path is None and d.name not in datasets:
-        p.append(f"data.name: unknown dataset {d.name!r}; registered: {', '.join(sorted(datasets))}")
-    if d.path is not None and d.name not in ("uniform", "file"):
-        p.append(f"data.path: set together with data.name={d.name!r}; a path selects the 'file' dataset")
-    builtin = dname in TARGETS  # uniform, digits, mnist, moons, circles, blobs: values checked here
-    if dname == "mnist" and d.path is None and not mnist_available():
-        p.append(MNIST_MISSING)
-    classes_ok = True
-    if d.classes is not None:
-        if dname not in CLASS_COUNTS:
-            p.append(f"data.classes: only the 'digits' and 'mnist' datasets keep classes; this config uses {dname!r}")
-        elif len(d.classes) == 0:
-            p.append("data.classes: empty; list digits 0..9 to keep, or null for all ten")
-        bad = [c for c in d.classes if not 0 <= c <= 9]
-        if bad:
-            p.append(f"data.classes: {', '.join(map(str, bad))} not a digit 0..9")
-        dup = sorted({c for c in d.classes if list(d.classes).count(c) > 1})
-        if dup:
-            p.append(f"data.classes: lists {', '.join(map(str, dup))} more than once")
-        classes_ok = dname in CLASS_COUNTS and len(d.classes) > 0 and not bad and not dup
-    if d.noise is not None:
-        if dname in ("uniform", "digits", "mnist", "file"):
-            p.append(f"data.noise: the {dname!r} dataset has no noise (only {', '.join(NOISE_DEFAULTS)} do)")
-        elif not (_num(d.noise) and d.noise >= 0):
-            p.append(f"data.noise: must be >= 0 or null, got {d.noise}")
-    if d.path is None:
-        if d.n is None:
-            if dname not in CLASS_COUNTS:
-                p.append(f"data.n: null (every image) is only for 'digits' and 'mnist'; the {dname!r} dataset needs a number of points")
-        elif d.n < 2:
-            p.append(f"data.n: must be >= 2, got {d.n}")
-        elif dname in CLASS_COUNTS and classes_ok:
-            counts = CLASS_COUNTS[dname]
-            kept = counts if d.classes is None else [counts[c] for c in d.classes]
-            if d.n > sum(kept):
-                within = "" if d.classes is None else f" of digits {list(d.classes)}"
-                p.append(f"data.n: {d.n} is more than the {sum(kept)} images {dname!r} has{within} (null takes them all)")
-        if dname == "uniform" or not builtin:  # digits and the 2-D sets ignore dim, low and high
-            if d.dim < 1:
-                p.append(f"data.dim: must be >= 1, got {d.dim}")
-            if not (_num(d.low) and _num(d.high) and d.low < d.high):
-                p.append(f"data.high: must be > data.low, got low={d.low}, high={d.high}")
-        if builtin and d.target is not None and d.target not in TARGETS[dname]:
-            allowed = " or ".join(repr(x) for x in TARGETS[dname])
-            p.append(f"data.target: expected {allowed} for dataset {dname!r}, got {d.target!r}")
-    if d.seed is not None and d.seed < 0:
-        p.append(f"data.seed: must be >= 0, got {d.seed}")
-
-    return p
-
-
 def sweep_problems(cfg: DictConfig) -> list[str]:
     """Problems of the ``sweep.*`` settings that do not depend on the registries (executor, Ray
     resources, limits); the same checks for ``fit`` and ``sweep``."""
@@ -425,6 +365,12 @@ def sweep_problems(cfg: DictConfig) -> list[str]:
     return p
 
 
+def _dims(d: Any, datasets: Mapping[str, Any]) -> int:
+    """The input dimension a config's dataset will have: the dataset's own, else ``data.dim``."""
+    ds = datasets.get(d.name)
+    return int(ds.dim) if ds is not None and ds.dim is not None else int(d.dim)
+
+
 def validate(
     cfg: DictConfig,
     losses: Mapping[str, LossEntry],
@@ -433,15 +379,18 @@ def validate(
     check_trainer: bool = True,
 ) -> None:
     """Check values against the rules and the registries; report every problem at once."""
+    from protoreg.datasets.rules import data_problems
+
     d, m, t, g = cfg.data, cfg.model, cfg.train, cfg.geometry
-    p = _data_problems(d, datasets)
+    sets = {name: entry[0] for name, entry in datasets.items()}
+    p = data_problems(OmegaConf.to_container(d, resolve=True), sets)  # type: ignore[arg-type]  # a DictConfig section is a dict
 
     if m.width is not None and m.width < 1:
         p.append(f"model.width: must be >= 1 or null (= N), got {m.width}")
     if m.parameterization not in ("auto", "affine", "radial"):
         p.append(f"model.parameterization: expected auto, affine or radial, got {m.parameterization!r}")
-    elif m.parameterization == "affine" and d.path is None and FIXED_DIMS.get(d.name, d.dim) > 1:
-        dims = FIXED_DIMS.get(d.name, d.dim)
+    elif m.parameterization == "affine" and d.path is None and _dims(d, sets) > 1:
+        dims = _dims(d, sets)
         p.append(f"model.parameterization: 'affine' has no point prototype for {dims}-D inputs (data.name={d.name}); use radial")
     if m.init not in ("uniform", "samples"):
         p.append(f"model.init: expected uniform or samples, got {m.init!r}")

@@ -1,9 +1,13 @@
-"""The public plugin API: :class:`StructuralLoss`, :class:`LossContext`, :class:`Study`,
-:class:`Claim`, :class:`StudyResults` and :data:`hookimpl`.
+"""The plugin API, what a plugin subclasses: :class:`StructuralLoss` (and the
+:class:`LossContext` it reads), :class:`Dataset`, :class:`Study` (with :class:`Claim` and
+:class:`StudyResults`), and the :data:`hookimpl` marker. (The Python API, ``protoreg.fit`` and
+friends, is :mod:`protoreg.api`.)
 
 A structural loss is a small object with a ``name``, a ``role`` ("attractor", "repulsor" or
 "neutral"), the attractors it ``pairs_with`` (repulsors only), the ``defaults`` of every parameter,
-and a ``__call__(ctx, **params)`` returning one value per run, shape ``(R,)``.
+and a ``__call__(ctx, **params)`` returning one value per run, shape ``(R,)``. A dataset has a
+``name``, the ``data.*`` keys it reads with their ``defaults``, a :meth:`Dataset.check` of them
+and a :meth:`Dataset.load` returning ``(x, y)`` or ``(x, y, info)``.
 """
 
 from __future__ import annotations
@@ -174,6 +178,83 @@ class StructuralLoss:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} ({self.role})>"
+
+
+# ---------------------------------------------------------------------------- datasets
+#: What :meth:`Dataset.load` returns: ``(x, y)`` or ``(x, y, info)``.
+Loaded = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, Any]]
+
+
+class Dataset:
+    """Base class of datasets (built-in and third-party alike), selected with ``data.name``.
+
+    Subclasses set the class attributes and implement :meth:`load`; :meth:`check` is optional::
+
+        class Spiral(protoreg.Dataset):
+            '''Two interleaved spirals in 2-D.'''
+
+            name = "spiral"
+            dim = 2
+            targets = ("label", "onehot")
+            defaults = {"noise": 0.05}
+
+            def check(self, data):
+                return [] if data["n"] <= 10_000 else [f"data.n: at most 10000 points, got {data['n']}"]
+
+            def load(self, data, seed):
+                ...  # return (x, y) or (x, y, {"image_shape": (h, w)})
+
+    The rules every dataset shares are applied before :meth:`check` (one place:
+    :func:`protoreg.datasets.rules.data_problems`): ``data.n`` >= 2 (null only where ``size``
+    is set), ``data.target`` one of ``targets``, a ``data.noise`` or ``data.classes`` set only
+    where ``defaults`` names it, ``data.dim`` >= 1 and ``data.low`` < ``data.high`` where it
+    reads them. All of it runs before anything is written; what :meth:`load` returns is then
+    checked too (:func:`protoreg.datasets.rules.validate_loaded`).
+    """
+
+    name: ClassVar[str] = ""
+    #: The input dimension when the dataset fixes it (None: ``data.dim``, or known once loaded).
+    dim: ClassVar[int | None] = None
+    #: The accepted ``data.target`` values, the first the default (``data.target: null``);
+    #: empty: the dataset has one kind of target and ``data.target`` is passed through.
+    targets: ClassVar[tuple[str, ...]] = ()
+    #: The ``data.*`` keys it reads besides ``n``, ``target`` and ``seed``, each with the value
+    #: that null (or unset) stands for: ``{"noise": 0.1}``.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: A fixed-size set (an image collection): its number of samples; ``data.n: null`` then takes
+    #: them all. None: ``data.n`` must be a number.
+    size: ClassVar[int | None] = None
+
+    def check(self, data: Mapping[str, Any]) -> list[str]:
+        """Problems of the ``data`` section (a plain dict of every ``data.*`` key) for this
+        dataset beyond the shared rules, each one line starting with its dotted key
+        (``"data.noise: must be >= 0, got -1"``); ``[]`` when there are none."""
+        return []
+
+    def load(self, data: Mapping[str, Any], seed: int) -> Loaded:  # pragma: no cover - abstract
+        """The training data: float arrays ``x`` (N, d) and ``y`` (N, k), and optionally a
+        mapping of which protoreg reads only ``image_shape`` (1 to 3 positive ints with product
+        d). ``data`` is the validated ``data`` section, ``seed`` the integer data seed. Raise
+        :class:`protoreg.errors.DataError` for bad input (a file that cannot be read)."""
+        raise NotImplementedError
+
+    def param(self, data: Mapping[str, Any], key: str) -> Any:
+        """``data[key]``, or the dataset's default for ``key`` when it is null or missing."""
+        value = data.get(key)
+        return self.defaults.get(key) if value is None else value
+
+    def target(self, data: Mapping[str, Any]) -> str | None:
+        """``data.target``, or the dataset's default target (the first of ``targets``)."""
+        return data.get("target") or (self.targets[0] if self.targets else None)
+
+    @property
+    def description(self) -> str:
+        """First line of the class docstring."""
+        doc = (type(self).__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
 
 
 # ---------------------------------------------------------------------------- studies

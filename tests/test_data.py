@@ -3,7 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protoreg.datasets.builtin import file_dataset, uniform_dataset, validate_arrays
+from protoreg.datasets.files import File
+from protoreg.datasets.rules import validate_arrays
+from protoreg.datasets.uniform import Uniform
+
+file_dataset, uniform_dataset = File().load, Uniform().load
 from protoreg.errors import DataError
 
 
@@ -87,15 +91,14 @@ def test_missing_and_unreadable_files(tmp_path):
 # ------------------------------------------------------------------ built-in sets (no download)
 
 from protoreg.config import load_config, validate  # noqa: E402
-from protoreg.datasets.builtin import (  # noqa: E402
-    DIGITS_CLASS_COUNTS,
-    blobs_dataset,
-    circles_dataset,
-    digits_dataset,
-    moons_dataset,
-    stratified_counts,
-    validate_loaded,
-)
+from protoreg.datasets._labelled import stratified_counts  # noqa: E402
+from protoreg.datasets.blobs import Blobs  # noqa: E402
+from protoreg.datasets.circles import Circles  # noqa: E402
+from protoreg.datasets.digits import DIGITS_CLASS_COUNTS, Digits  # noqa: E402
+from protoreg.datasets.moons import Moons  # noqa: E402
+from protoreg.datasets.rules import validate_loaded  # noqa: E402
+
+digits_dataset, moons_dataset, circles_dataset, blobs_dataset = Digits().load, Moons().load, Circles().load, Blobs().load
 from protoreg.errors import ConfigError  # noqa: E402
 from helpers import builtin_registries  # noqa: E402
 
@@ -279,8 +282,8 @@ def test_good_data_configs(overrides):
         (["data.target=onehot"], "data.target: expected 'random' or 'sin' for dataset 'uniform', got 'onehot'"),
         (["data.name=digits", "data.target=sin"], "data.target: expected 'onehot' or 'label' for dataset 'digits'"),
         (["data.name=moons", "data.target=random"], "data.target: expected 'label' or 'onehot' for dataset 'moons'"),
-        (["data.classes=[1, 2]"], "data.classes: only the 'digits' and 'mnist' datasets"),
-        (["data.name=blobs", "data.classes=[1]"], "data.classes: only the 'digits' and 'mnist' datasets"),
+        (["data.classes=[1, 2]"], "data.classes: the 'uniform' dataset has no classes (only 'digits' and 'mnist' do)"),
+        (["data.name=blobs", "data.classes=[1]"], "data.classes: the 'blobs' dataset has no classes (only 'digits' and 'mnist' do)"),
         (["data.name=digits", "data.classes=[1, 12]"], "data.classes: 12 not a digit 0..9"),
         (["data.name=digits", "data.classes=[-1]"], "data.classes: -1 not a digit"),
         (["data.name=digits", "data.classes=[3, 4, 3]"], "data.classes: lists 3 more than once"),

@@ -111,3 +111,43 @@ def test_the_api_example_runs(tmp_path, monkeypatch):
         exec(compile(code, "docs/api.md", "exec"), {})
     assert (tmp_path / "runs" / "api-demo" / "metrics.json").is_file()
     assert (tmp_path / "sweeps" / "api-demo" / "claims.json").is_file()
+
+
+def _architecture_tree() -> dict[str, str]:
+    """docs/index.md's architecture diagram: top-level entry (``api.py``, ``training/``) -> its text."""
+    section = text("index.md").split("## Architecture", 1)[1]
+    block = section.split("```", 2)[1]
+    tree: dict[str, str] = {}
+    current = None
+    for line in block.splitlines()[2:]:  # after "protoreg/"
+        if line.startswith("  ") and not line.startswith("   "):
+            current = line.split()[0]
+            tree[current] = line
+        elif current is not None:
+            tree[current] += "\n" + line
+    return tree
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "protoreg"
+MODULES = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _words(body: str) -> list[str]:
+    for ch in ",;:()":
+        body = body.replace(ch, " ")
+    return body.split()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_architecture_diagram_names_every_module(module: str) -> None:
+    tree = _architecture_tree()
+    parts = module.split("/")
+    if len(parts) == 1:
+        assert parts[0] in tree or any(parts[0] in _words(body) for body in tree.values()), f"{module} is not in docs/index.md's diagram"
+        return
+    package, name = f"{parts[0]}/", parts[-1]
+    assert package in tree, f"package {package} is not in docs/index.md's diagram"
+    if name == "__init__.py":
+        return
+    words = _words(tree[package])
+    assert name in words or name[:-3] in words, f"{module} is not named under {package} in docs/index.md's diagram"

@@ -103,7 +103,7 @@ def test_every_error_and_warning_class_is_exported_and_documented() -> None:
         assert cls.__name__ in protoreg.__all__
         assert f"`{cls.__name__}`" in api, f"docs/api.md does not document {cls.__name__}"
     # the old homes still work (plugins and tests import them from there)
-    from protoreg.datasets.builtin import DataWarning
+    from protoreg.errors import DataWarning
     from protoreg.plugins.pairing import PairingWarning
     from protoreg.plugins.registry import PluginLoadWarning
     from protoreg.sweeps.store import ResultsWarning

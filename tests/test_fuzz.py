@@ -13,7 +13,10 @@ from hypothesis.extra.numpy import arrays
 
 from protoreg import geometry
 from protoreg.config import load_config, validate
-from protoreg.datasets.builtin import file_dataset, validate_arrays
+from protoreg.datasets.files import File
+from protoreg.datasets.rules import validate_arrays
+
+file_dataset = File().load
 from protoreg.errors import ProtoregError
 from helpers import specialization_ratio
 from protoreg.evaluation.matching import recon_error

@@ -22,7 +22,10 @@ import torch
 import protoreg
 from helpers import TrainCounter, cli, error_lines, fake_entry_points, make_plugin_module, quick, run_quiet
 from protoreg.config import MAX_SEED
-from protoreg.datasets.builtin import DataWarning, file_dataset
+from protoreg.datasets.files import File
+from protoreg.errors import DataWarning
+
+file_dataset = File().load
 from protoreg.errors import ConfigError, DataError, PluginError, RunDirError
 from protoreg.plugins.registry import PluginLoadWarning, Registry, get_plugin_manager
 from protoreg.sweeps import grid as G

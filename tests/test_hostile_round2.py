@@ -17,7 +17,9 @@ import pytest
 
 import protoreg
 from helpers import QUICK, cli, error_lines
-from protoreg.datasets.builtin import file_dataset
+from protoreg.datasets.files import File
+
+file_dataset = File().load
 from protoreg.errors import ConfigError, DataError, PluginError, RunDirError
 
 FAST = ["data.n=8", "train.steps=20", "train.log_every_n_steps=10", "geometry.every_n_steps=10", "trainer.accelerator=cpu"]

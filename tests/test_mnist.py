@@ -78,9 +78,9 @@ def test_bad_mnist_input_is_one_line_naming_the_key(tmp_path: Path, capsys, no_a
 
 
 def test_without_the_extra_mnist_is_refused_naming_it(tmp_path: Path, capsys, monkeypatch, no_autoload: None) -> None:
-    import protoreg.datasets.builtin
+    import protoreg.datasets.mnist
 
-    monkeypatch.setattr(protoreg.datasets.builtin, "mnist_available", lambda: False)
+    monkeypatch.setattr(protoreg.datasets.mnist, "mnist_available", lambda: False)
     code = main(["fit", "--out", str(tmp_path / "r"), "data.name=mnist"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1

@@ -33,19 +33,19 @@ def protoreg_register_losses(register: Callable[[StructuralLoss], None]) -> None
 
 @hookspec
 def protoreg_register_datasets(register: Callable[..., None]) -> None:
-    """Register dataset loaders, selected with ``data.name``.
+    """Register datasets, selected with ``data.name``.
 
     Called once per plugin when the dataset registry is built.
 
-    :param register: ``register(name, loader)``, where ``loader(cfg, seed)`` receives the
-        ``data`` config section as a plain dict (``n``, which may be null, ``dim``, ``low``,
-        ``high``, ``target``, which is null unless set, ``classes``, ``noise``, ``path``,
-        ``targets``, ``seed``) and the integer data seed, and returns ``(X, y)`` or
-        ``(X, y, info)``: float numpy arrays of shapes ``(N, d)`` and ``(N, k)``, and an optional
-        mapping of which protoreg reads only ``image_shape``, a tuple of 1 to 3 positive ints
-        whose product is d that each input row reshapes to (e.g. ``(8, 8)``). Results are checked
-        with :func:`protoreg.datasets.builtin.validate_loaded`. It should raise
-        :class:`protoreg.errors.DataError` for bad input. Duplicate names are an error.
+    :param register: ``register(dataset)`` with a :class:`protoreg.Dataset` *instance*: its
+        ``name``, the ``data.*`` keys it reads with their ``defaults``, its ``targets``, ``dim``
+        and ``size``, an optional :meth:`~protoreg.Dataset.check` run with the shared rules
+        (:func:`protoreg.datasets.rules.data_problems`) before anything is written, and
+        :meth:`~protoreg.Dataset.load`, whose result is checked with
+        :func:`protoreg.datasets.rules.validate_loaded`. The older form
+        ``register(name, loader)`` takes a plain ``loader(data, seed)`` function (it may read any
+        key: ``data.dim``, ``data.low``/``data.high`` and ``data.noise`` are checked for it).
+        Duplicate names are an error.
     :return: nothing; return values are ignored.
     """
 

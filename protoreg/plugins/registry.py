@@ -18,12 +18,13 @@ import importlib.metadata
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pluggy
 
 from protoreg.plugins import hookspecs
-from protoreg.plugin_api import PROJECT_NAME, ROLES, StructuralLoss, Study
+from protoreg.datasets.rules import FunctionDataset
+from protoreg.plugin_api import PROJECT_NAME, ROLES, Dataset, StructuralLoss, Study
 from protoreg.frontend.caller import warn
 from protoreg.errors import PluginError, PluginLoadWarning
 
@@ -37,7 +38,13 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "protoreg.losses.coverage",
     "protoreg.losses.separation",
     "protoreg.losses.overlap",
-    "protoreg.datasets.builtin",
+    "protoreg.datasets.uniform",
+    "protoreg.datasets.digits",
+    "protoreg.datasets.mnist",
+    "protoreg.datasets.moons",
+    "protoreg.datasets.circles",
+    "protoreg.datasets.blobs",
+    "protoreg.datasets.files",
     "protoreg.studies.alba2026",
 )
 
@@ -196,25 +203,43 @@ def _validate_loss(loss: Any, source: str) -> None:
             raise PluginError(f"{where}: default {key}={value!r} {problem}")
 
 
-DatasetLoader = Callable[..., Any]
+def _validate_dataset(ds: Any, source: str) -> None:
+    where = _check_registered(ds, Dataset, "dataset", source)
+    if type(ds).load is Dataset.load:
+        raise PluginError(f"{where}: implements no load(data, seed)")
+    if not isinstance(ds.targets, tuple) or not all(isinstance(t, str) and t for t in ds.targets):
+        raise PluginError(f"{where}: targets must be a tuple of names, got {ds.targets!r}")
+    if not isinstance(ds.defaults, Mapping) or not all(isinstance(k, str) for k in ds.defaults):
+        raise PluginError(f"{where}: defaults must map data.* keys to values, got {ds.defaults!r}")
+    for attr in ("dim", "size"):
+        value = getattr(ds, attr)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise PluginError(f"{where}: {attr} must be a positive int or None, got {value!r}")
 
 
-def collect_datasets(pm: pluggy.PluginManager | None = None) -> dict[str, tuple[DatasetLoader, str]]:
-    """All registered dataset loaders by name: ``name -> (loader, source)``."""
+def collect_datasets(pm: pluggy.PluginManager | None = None) -> dict[str, tuple[Dataset, str]]:
+    """All registered datasets by name: ``name -> (dataset, source)``. A plugin registers a
+    :class:`~protoreg.plugin_api.Dataset` instance, or (the older form) ``register(name, loader)``
+    with a plain ``loader(data, seed)`` function."""
     pm = pm or get_plugin_manager()
-    registry: dict[str, tuple[DatasetLoader, str]] = {}
+    registry: dict[str, tuple[Dataset, str]] = {}
 
     def make_register(source: str) -> Callable[..., None]:
-        def register(name: str, loader: DatasetLoader) -> None:
-            if not isinstance(name, str) or not name:
-                raise PluginError(f"dataset from {source}: name must be a non-empty string, got {name!r}")
-            if not callable(loader):
-                raise PluginError(f"dataset {name!r} from {source}: loader is not callable")
-            if name in registry:
+        def register(dataset: Any, loader: Any = None) -> None:
+            if loader is not None or isinstance(dataset, str):
+                name = dataset
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"dataset from {source}: name must be a non-empty string, got {name!r}")
+                if not callable(loader):
+                    raise PluginError(f"dataset {name!r} from {source}: loader is not callable")
+                dataset = FunctionDataset(name, loader)
+            else:
+                _validate_dataset(dataset, source)
+            if dataset.name in registry:
                 raise PluginError(
-                    f"dataset name {name!r} is registered twice: by {registry[name][1]} and by {source}"
+                    f"dataset name {dataset.name!r} is registered twice: by {registry[dataset.name][1]} and by {source}"
                 )
-            registry[name] = (loader, source)
+            registry[dataset.name] = (dataset, source)
 
         return register
 
@@ -245,7 +270,7 @@ class Registry:
     """What the plugins of one plugin manager registered: losses, datasets and studies."""
 
     losses: dict[str, LossEntry]
-    datasets: dict[str, tuple[DatasetLoader, str]]
+    datasets: dict[str, tuple[Dataset, str]]
     studies: dict[str, tuple[Study, str]] = field(default_factory=dict)
 
     @classmethod

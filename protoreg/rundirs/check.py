@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from protoreg.datasets.builtin import check_image_shape
+from protoreg.datasets.rules import check_image_shape
 from protoreg.errors import RunDirError
 from protoreg.rundirs.layout import SWEEP_MANIFEST, check_not_being_written
 from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate

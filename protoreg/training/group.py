@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from protoreg import config as C
-from protoreg.datasets.builtin import validate_loaded
+from protoreg.datasets.rules import validate_loaded
 from protoreg.frontend.caller import warn
 from protoreg.errors import ConfigError, ConfigWarning, DataError, ProtoregError
 from protoreg.training.memory import check_memory
@@ -44,10 +44,10 @@ def load_data(cfg: DictConfig, reg: Registry) -> tuple[np.ndarray, np.ndarray, d
     """The (validated) training data of one run: ``x``, ``y`` and what the loader declared
     about them (``image_shape``)."""
     name = "file" if cfg.data.path else cfg.data.name
-    loader, source = reg.datasets[name]
+    dataset, source = reg.datasets[name]
     where = str(cfg.data.path) if cfg.data.path else f"dataset {name!r} ({source})"
     try:
-        result = loader(OmegaConf.to_container(cfg.data, resolve=True), C.data_seed(cfg))
+        result = dataset.load(OmegaConf.to_container(cfg.data, resolve=True), C.data_seed(cfg))
     except ProtoregError:
         raise
     except KeyboardInterrupt:
