@@ -23,7 +23,6 @@ from protoreg.evaluation.evaluate import evaluate
 from protoreg.evaluation.matching import optimal_matching
 from protoreg.plugins.registry import Registry
 from protoreg.training import build_group, run_spec
-from protoreg.model.banded import model_uses_banded
 from protoreg.training.trainer import flush_denormal, tune_allocator
 
 n, dim, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -36,7 +35,7 @@ build = time.perf_counter() - t0
 module = group.module
 opt = module.configure_optimizers()
 tune_allocator()  # as fit trains
-path = "banded" if model_uses_banded(module.model, module.minibatch()[0]) else "dense"
+path = module.model.path(module.minibatch()[0])
 with flush_denormal():  # as fit trains
     t0 = time.perf_counter()
     for _ in range(steps):

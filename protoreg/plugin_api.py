@@ -90,6 +90,46 @@ class LossContext:
             object.__setattr__(self, "_sq_dists_version0", int(d2._version))
         return self._sq_dists  # type: ignore[return-value]
 
+    def soft_min(self, t: torch.Tensor) -> torch.Tensor:
+        """Per sample, the soft minimum over the prototypes of the squared distance,
+        ``-t log mean_j exp(-||x_i - p_j||^2 / t)``, shape (R, N, 1), for temperatures ``t``
+        (R, 1, 1) in squared input units: between the nearest and the mean squared distance.
+
+        Exact on the fastest path (the built-in ``coverage`` is this, averaged): in 1-D on large
+        problems only the prototypes whose term can be non-zero are computed
+        (:mod:`protoreg.model.banded`); otherwise it is computed from :attr:`sq_dists`, with
+        ``exp`` of arguments below the normal range flushed to exactly 0
+        (:func:`protoreg.model.kernels.logsumexp_flushed`: fast on CPU, values unchanged).
+        """
+        from protoreg.model.banded import banded_coverage, coverage_uses_banded
+        from protoreg.model.kernels import logsumexp_flushed
+
+        if coverage_uses_banded(self.x, self.prototypes):
+            lme = banded_coverage(self.x, self.prototypes, t)
+        else:
+            d2 = self.sq_dists  # (R,N,M), shared with the hidden layer on large radial problems
+            lme = logsumexp_flushed(d2 / -t, -1) - math.log(d2.shape[-1])  # = -d2 / t exactly
+        return -t * lme
+
+    @staticmethod
+    def kernel(sq: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """The Gaussian kernel ``exp(-sq / t)`` of squared distances ``sq``, with results below
+        the normal range flushed to exactly 0 (:func:`protoreg.model.kernels.exp_flushed`: the
+        same values as ``torch.exp`` otherwise, and 10-20x faster on CPU where many underflow)."""
+        from protoreg.model.kernels import exp_flushed
+
+        return exp_flushed(sq / -t)  # type: ignore[operator]  # a float or a tensor temperature
+
+    @staticmethod
+    def sq_dists_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Squared Euclidean distances ``(R, P, d) x (R, Q, d) -> (R, P, Q)``: exact for small
+        problems and in 1-D, one batched matrix product for large high-dimensional ones
+        (:func:`protoreg.model.mlp.pairwise_sq_dists`); e.g. between prototypes,
+        ``ctx.sq_dists_between(ctx.prototypes, ctx.prototypes)``."""
+        from protoreg.model.mlp import pairwise_sq_dists
+
+        return pairwise_sq_dists(a, b)
+
     def sq_dists_version(self) -> int:
         """In-place changes of :attr:`sq_dists` since it was computed (0 before), without computing it."""
         if self._sq_dists is None:

@@ -10,13 +10,12 @@ import torch
 import protoreg
 import protoreg.model.mlp as model_mod
 from helpers import in_place_editor
-import protoreg.training.module as module_mod
 from protoreg.plugin_api import LossContext
 from protoreg.errors import LossError
 from protoreg.losses.coverage import Coverage
 from protoreg.losses.overlap import Overlap
 from protoreg.losses.separation import Separation
-from protoreg.model.mlp import GaussianMLP, pairwise_sq_dists, readout, shares_sq_dists
+from protoreg.model.mlp import GaussianMLP, pairwise_sq_dists, readout
 from protoreg.training.module import ProtoRegModule
 from protoreg.training.terms import LossTerm
 
@@ -47,12 +46,31 @@ def objective_and_grads(module: ProtoRegModule) -> tuple[dict[str, torch.Tensor]
     return {k: v.detach() for k, v in values.items()}, list(grads)
 
 
+def shares_sq_dists(model: GaussianMLP, x: torch.Tensor) -> bool:
+    return model.path(x) == "shared"
+
+
+def dense_instead_of_shared(monkeypatch: pytest.MonkeyPatch, used: list[bool] | None = None) -> None:
+    """The model's step takes the dense path where it would share the distances."""
+    real = model_mod.forward_path
+
+    def path(**kw: object) -> str:
+        p = real(**kw)  # type: ignore[arg-type]
+        if used is not None:
+            used.append(p == "shared")
+        return "dense" if p == "shared" and used is None else p
+
+    monkeypatch.setattr(model_mod, "forward_path", path)
+
+
 def test_the_rule_covers_large_radial_problems_only() -> None:
     digits = GaussianMLP(1, 1797, 64, 10)
     assert shares_sq_dists(digits, torch.zeros(1, 1797, 64))
     assert not shares_sq_dists(digits, torch.zeros(1, 20, 64))  # small: exact differences
-    assert not shares_sq_dists(GaussianMLP(1, 4000, 1, 1), torch.zeros(1, 4000, 1))  # 1-D
+    assert not shares_sq_dists(GaussianMLP(1, 4000, 1, 1), torch.zeros(1, 4000, 1))  # 1-D: banded
+    assert GaussianMLP(1, 4000, 1, 1).path(torch.zeros(1, 4000, 1)) == "banded"
     assert not shares_sq_dists(GaussianMLP(1, 4000, 1, 1, "affine"), torch.zeros(1, 4000, 1))
+    assert GaussianMLP(1, 10, 1, 1, "affine").path(torch.zeros(1, 10, 1)) == "dense"
 
 
 def test_shared_step_equals_the_separate_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,15 +81,15 @@ def test_shared_step_equals_the_separate_one(monkeypatch: pytest.MonkeyPatch) ->
     real = model_mod.pairwise_sq_dists
 
     def counting(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
+        if a is not b:  # sample-prototype distances (separation's are prototype-prototype)
+            calls.append(1)
         return real(a, b)
 
     monkeypatch.setattr(model_mod, "pairwise_sq_dists", counting)
-    monkeypatch.setattr(module_mod, "pairwise_sq_dists", counting)
     assert shares_sq_dists(model, x)
     shared, shared_grads = objective_and_grads(module)
     n_shared = len(calls)
-    monkeypatch.setattr(module_mod, "shares_sq_dists", lambda *_: False)
+    dense_instead_of_shared(monkeypatch)
     calls.clear()
     separate, separate_grads = objective_and_grads(module)
     # hidden layer and coverage: one sample-prototype distance computation instead of two
@@ -134,11 +152,10 @@ def test_fit_on_the_shared_path_gives_the_separate_metrics(tmp_path, monkeypatch
             "geometry.every_n_steps=30", "trainer.precision=64-true", "losses.coverage.weight=0.1", "trainer.accelerator=cpu"]
     monkeypatch.setattr(model_mod, "EXACT_DIST_ELEMENTS", 0)
     used: list[bool] = []
-    real = module_mod.shares_sq_dists
-    monkeypatch.setattr(module_mod, "shares_sq_dists", lambda *a: used.append(real(*a)) or used[-1])
+    dense_instead_of_shared(monkeypatch, used)  # counting only
     shared = protoreg.fit(*args, out=tmp_path / "shared")
-    assert used and all(used)
-    monkeypatch.setattr(module_mod, "shares_sq_dists", lambda *a: False)
+    assert used and any(used)
+    dense_instead_of_shared(monkeypatch)
     separate = protoreg.fit(*args, out=tmp_path / "separate")
     for key in ("fit_mse", "recon_error", "recon_ssim", "specialization_ratio", "mean_hull_distance"):
         assert shared.metrics[key] == pytest.approx(separate.metrics[key], rel=1e-6, abs=1e-9), key

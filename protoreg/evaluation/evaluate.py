@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from protoreg import geometry
-from protoreg.model.banded import model_uses_banded, stream_banded
+from protoreg.model.banded import stream_banded
 from protoreg.evaluation.matching import recon_error
 from protoreg.model.mlp import GaussianMLP
 
@@ -111,7 +111,7 @@ def stream_responses(model: GaussianMLP, x: torch.Tensor, y: torch.Tensor, chunk
     counts, ``fit_mse`` to float rounding.
     """
     r, n, _ = x.shape
-    if model_uses_banded(model, x):
+    if model.path(x) == "banded":
         banded = stream_banded(model, x, y, chunk)
         if banded is not None:
             return banded

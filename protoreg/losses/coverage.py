@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from protoreg.plugin_api import LossContext, StructuralLoss, hookimpl
-from protoreg.model.banded import banded_coverage, coverage_uses_banded
-from protoreg.model.kernels import logsumexp_flushed
+from protoreg import LossContext, StructuralLoss, hookimpl
 
 
 class Coverage(StructuralLoss):
@@ -18,9 +14,9 @@ class Coverage(StructuralLoss):
     ``s`` the sample spacing. The soft minimum lies between the nearest and the mean squared
     distance, so ``L >= 0``; it is measured in units of the squared spacing.
 
-    In 1-D with more than :data:`protoreg.model.banded.BANDED_MIN_ELEMENTS` sample-prototype pairs only
-    the prototypes whose term can be non-zero are computed, run by run
-    (:func:`protoreg.model.banded.banded_coverage`): the same value up to summation order.
+    The soft minimum is :meth:`LossContext.soft_min`, which takes the fastest exact path (in 1-D
+    on large problems only the prototypes whose term can be non-zero: the same value up to
+    summation order).
     """
 
     name = "coverage"
@@ -31,13 +27,7 @@ class Coverage(StructuralLoss):
     def __call__(self, ctx: LossContext, *, tau: float | torch.Tensor) -> torch.Tensor:
         s2 = ctx.per_run(ctx.spacing, 3).pow(2)
         t = ctx.per_run(tau, 3) * s2  # (R,1,1)
-        if coverage_uses_banded(ctx.x, ctx.prototypes):
-            lme = banded_coverage(ctx.x, ctx.prototypes, t)
-        else:
-            d2 = ctx.sq_dists  # (R,N,M), shared with the hidden layer on large radial problems
-            lme = logsumexp_flushed(d2 / -t, -1) - math.log(d2.shape[-1])  # = -d2 / t exactly
-        soft_min = -t * lme
-        return (soft_min / s2).mean(dim=(1, 2))
+        return (ctx.soft_min(t) / s2).mean(dim=(1, 2))
 
 
 @hookimpl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from protoreg.plugin_api import LossContext, StructuralLoss, hookimpl
+from protoreg import LossContext, StructuralLoss, hookimpl
 
 
 class Overlap(StructuralLoss):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from protoreg.plugin_api import LossContext, StructuralLoss, hookimpl
-from protoreg.model.kernels import exp_flushed
-from protoreg.losses._kernels import sq_dists
+from protoreg import LossContext, StructuralLoss, hookimpl
 
 
 class Separation(StructuralLoss):
@@ -28,7 +26,7 @@ class Separation(StructuralLoss):
         m = p.shape[1]
         if m < 2:
             return p.sum(dim=(1, 2)) * 0.0
-        k = exp_flushed(sq_dists(p, p) / -t)  # = -d2 / t exactly
+        k = ctx.kernel(ctx.sq_dists_between(p, p), t)
         off = k.sum(dim=(1, 2)) - k.diagonal(dim1=1, dim2=2).sum(-1)
         return off / (m * (m - 1))
 

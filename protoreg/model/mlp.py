@@ -25,7 +25,7 @@ identically alone or inside a batch:
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -63,14 +63,38 @@ def pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(an + bn, a, b.transpose(1, 2), alpha=-2.0).clamp_min(0.0)
 
 
-def shares_sq_dists(model: "GaussianMLP", x: torch.Tensor) -> bool:
-    """Whether a training step of ``model`` on samples ``x`` (R, B, d) computes the squared
-    sample-prototype distances once, for the hidden layer and the losses (``ctx.sq_dists``), and
-    uses :func:`readout`: radial units on problems large enough for the Gram expansion of
-    :func:`pairwise_sq_dists` (64-D digits, not the 1-D study or small 2-D sets, whose steps stay
-    exactly as they were)."""
-    r, b, d = x.shape
-    return model.parameterization == "radial" and d >= 2 and r * b * model.width * d > EXACT_DIST_ELEMENTS
+#: The forward paths of a training step (:func:`forward_path`).
+ForwardPath = Literal["banded", "shared", "dense"]
+
+
+def forward_path(*, radial: bool, runs: int, samples: int, width: int, dim: int, dtype: torch.dtype, device: torch.device) -> ForwardPath:
+    """The forward path of a step of ``runs`` runs on ``samples`` samples with ``width`` units:
+
+    * ``banded``: 1-D, more than :data:`protoreg.model.banded.BANDED_MIN_ELEMENTS` kernels per
+      run: only the units near each sample (:mod:`protoreg.model.banded`);
+    * ``shared``: radial units on problems large enough for the Gram expansion of
+      :func:`pairwise_sq_dists`: the squared distances once, for the hidden layer and the
+      losses' ``ctx.sq_dists``;
+    * ``dense``: everything else (the 1-D study, small 2-D sets), the plain forward pass.
+
+    The one rule: the step (:meth:`GaussianMLP.step`), evaluation and the memory estimate ask it.
+    """
+    from protoreg.model.banded import use_banded
+
+    if use_banded(runs, samples, width, dim, dtype, device):
+        return "banded"
+    if radial and dim >= 2 and runs * samples * width * dim > EXACT_DIST_ELEMENTS:
+        return "shared"
+    return "dense"
+
+
+class Step(NamedTuple):
+    """One forward pass of a training step: ``hidden`` (R, B, M), or None on the banded path;
+    ``pred`` (R, B, k); ``sq_dists`` (R, B, M) on the shared path, else None."""
+
+    hidden: torch.Tensor | None
+    pred: torch.Tensor
+    sq_dists: torch.Tensor | None
 
 
 class _Readout(torch.autograd.Function):
@@ -94,7 +118,7 @@ class _Readout(torch.autograd.Function):
 
 def readout(h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """The output layer ``c + h @ v``, ``(R, N, M), (R, M, k), (R, k) -> (R, N, k)``, with the
-    fast backward of :class:`_Readout` (used where :func:`shares_sq_dists` holds)."""
+    fast backward of :class:`_Readout` (on the ``shared`` path of :func:`forward_path`)."""
     return _Readout.apply(h, v, c)
 
 
@@ -200,6 +224,26 @@ class GaussianMLP(nn.Module):
         return h, pred
 
     # ------------------------------------------------------------ prototypes
+    def path(self, x: torch.Tensor) -> ForwardPath:
+        """The forward path of a step on samples ``x`` (R, B, d) (:func:`forward_path`)."""
+        r, b, d = x.shape
+        return forward_path(radial=self.parameterization == "radial", runs=r, samples=b, width=self.width, dim=d, dtype=x.dtype, device=x.device)
+
+    def step(self, x: torch.Tensor) -> Step:
+        """The forward pass of a training step on its own path (:meth:`path`): banded (``hidden``
+        None; the losses compute it only when one reads it), shared squared distances, or dense."""
+        path = self.path(x)
+        if path == "banded":
+            from protoreg.model.banded import banded_pred
+
+            return Step(None, banded_pred(self, x), None)
+        if path == "shared":
+            d2 = pairwise_sq_dists(x, self.centers)
+            hidden = self.hidden(x, sq_dists=d2)
+            return Step(hidden, readout(hidden, self.v, self.c), d2)
+        hidden, pred = self(x)
+        return Step(hidden, pred, None)
+
     def prototypes(self) -> torch.Tensor:
         """Differentiable, always-finite prototypes ``(R, M, d)`` for losses.
 

@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from protoreg.model import banded
+from protoreg.model.mlp import forward_path
 from protoreg.errors import ConfigError
 from protoreg.evaluation.evaluate import EVAL_CHUNK_ELEMENTS
 from protoreg.geometry import check_bytes
@@ -72,12 +73,12 @@ def _dtype(itemsize: int) -> torch.dtype | None:
 
 def banded_step(*, width: int, dim: int, runs: int = 1, batch: int, itemsize: int = 4, losses: Iterable[str] = ()) -> bool:
     """Whether a training step of ``runs`` runs on ``batch`` samples of ``dim`` inputs with
-    ``width`` units runs the banded 1-D kernels (:func:`protoreg.model.banded.use_banded`) without an
+    ``width`` units runs the banded 1-D kernels (:func:`protoreg.model.mlp.forward_path`) without an
     R x B x M tensor: every active loss is one of :data:`HIDDEN_FREE_LOSSES`."""
     dtype = _dtype(itemsize)
     if dtype is None or not all(name in HIDDEN_FREE_LOSSES for name in losses):
         return False
-    return banded.use_banded(runs, batch, width, dim, dtype, torch.device("cpu"))
+    return forward_path(radial=dim > 1, runs=runs, samples=batch, width=width, dim=dim, dtype=dtype, device=torch.device("cpu")) == "banded"
 
 
 def estimate(
@@ -96,7 +97,7 @@ def estimate(
     targets, M = ``width`` units, minibatch ``batch_size`` (None: full batch), ``itemsize``
     bytes per element (4: float32), active ``losses``. ``banded_training``: the step runs the
     banded kernels (:func:`banded_step`; R x B x :data:`BAND_UNITS` instead of R x B x M
-    tensors). Evaluation is banded wherever :func:`protoreg.model.banded.use_banded` says so."""
+    tensors). Evaluation is banded wherever :func:`protoreg.model.mlp.forward_path` says so."""
     b = min(batch_size or n, n)
     dtype = _dtype(itemsize)
     if banded_training:
@@ -106,7 +107,7 @@ def estimate(
         step = STEP_TENSORS * runs * b * width * itemsize
     if any(name in PAIRWISE_LOSSES for name in losses):
         step += PAIR_TENSORS * runs * width * width * itemsize
-    if dtype is not None and banded.use_banded(runs, n, width, dim, dtype, torch.device("cpu")):
+    if dtype is not None and forward_path(radial=dim > 1, runs=runs, samples=n, width=width, dim=dim, dtype=dtype, device=torch.device("cpu")) == "banded":
         kernels = EVAL_TENSORS * banded.BANDED_EVAL_ELEMENTS * 8 + BAND_UNIT_BYTES * runs * width
     else:
         chunk = min(n, max(1, EVAL_CHUNK_ELEMENTS // max(1, runs * width)))

@@ -24,11 +24,11 @@ import lightning.pytorch as pl
 import torch
 
 from protoreg.plugin_api import LossContext
-from protoreg.model.banded import LazyHiddenContext, banded_pred, model_uses_banded
+from protoreg.model.banded import LazyHiddenContext
 from protoreg.frontend.caller import warn
 from protoreg.errors import CompileWarning, LossError
 from protoreg.evaluation.evaluate import fit_mse
-from protoreg.model.mlp import GaussianMLP, pairwise_sq_dists, readout, sample_spacing, shares_sq_dists
+from protoreg.model.mlp import GaussianMLP, sample_spacing
 from protoreg.training.terms import ForcedStop, LossTerm, LossTerms
 
 #: Why training stopped before ``steps``: a run failed (fit), a signal, or the geometry check.
@@ -181,7 +181,7 @@ class ProtoRegModule(pl.LightningModule):
     # ------------------------------------------------------------ objective
     def _eager_reason(self, x: torch.Tensor) -> str | None:
         """Why ``train.compile`` runs the step eagerly for samples like ``x``, or None."""
-        if model_uses_banded(self.model, x):
+        if self.model.path(x) == "banded":
             return "the banded 1-D kernels have data-dependent shapes and run eagerly"
         return None
 
@@ -195,16 +195,7 @@ class ProtoRegModule(pl.LightningModule):
         :class:`~protoreg.model.banded.LazyHiddenContext` that computes the dense ``ctx.hidden`` only
         when one reads it. Radial units on large problems (:func:`protoreg.model.mlp.shares_sq_dists`)
         compute the squared distances once, for the hidden layer and ``ctx.sq_dists``."""
-        hidden: torch.Tensor | None
-        d2: torch.Tensor | None = None
-        if model_uses_banded(self.model, x):
-            hidden, pred = None, banded_pred(self.model, x)
-        elif shares_sq_dists(self.model, x):
-            d2 = pairwise_sq_dists(x, self.model.centers)
-            hidden = self.model.hidden(x, sq_dists=d2)
-            pred = readout(hidden, self.model.v, self.model.c)
-        else:
-            hidden, pred = self.model(x)
+        hidden, pred, d2 = self.model.step(x)
         values = {"fit": fit_mse(pred, y)}
         total = values["fit"]
         protos = self.model.prototypes()
