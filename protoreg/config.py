@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -269,7 +269,7 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: a config file must be a mapping of sections, got a list")
         try:
-            cfg = OmegaConf.merge(cfg, loaded)
+            cfg = cast(DictConfig, OmegaConf.merge(cfg, loaded))  # a mapping merged into a mapping
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{path}: {one_line(exc)}") from None
     problems: list[str] = []
@@ -286,7 +286,7 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
             problems.append(_unparsable(item, exc))
             continue
         try:
-            cfg = OmegaConf.merge(cfg, parsed)
+            cfg = cast(DictConfig, OmegaConf.merge(cfg, parsed))  # a mapping merged into a mapping
         except OmegaConfBaseException as exc:
             problems.append(one_line(exc))
     if problems:
@@ -383,7 +383,7 @@ def validate(
 
     d, m, t, g = cfg.data, cfg.model, cfg.train, cfg.geometry
     sets = {name: entry[0] for name, entry in datasets.items()}
-    p = data_problems(OmegaConf.to_container(d, resolve=True), sets)  # type: ignore[arg-type]  # a DictConfig section is a dict
+    p = data_problems(cast(dict[str, Any], OmegaConf.to_container(d, resolve=True)), sets)  # a DictConfig section is a dict
 
     if m.width is not None and m.width < 1:
         p.append(f"model.width: must be >= 1 or null (= N), got {m.width}")
@@ -467,7 +467,7 @@ def loss_settings(cfg: DictConfig, losses: Mapping[str, LossEntry]) -> dict[str,
     out: dict[str, dict[str, Any]] = {}
     for name, params in cfg.losses.items():
         loss = losses[name].loss
-        merged = {"weight": 0.0, **dict(loss.defaults), **OmegaConf.to_container(params)}  # type: ignore[dict-item]
+        merged = {"weight": 0.0, **dict(loss.defaults), **cast(dict[str, Any], OmegaConf.to_container(params))}  # a section is a dict
         out[name] = merged
     return out
 

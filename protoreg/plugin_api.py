@@ -82,13 +82,14 @@ class LossContext:
         uses the Gram expansion) it is the tensor the hidden layer was computed from, so a loss
         that reads it (the built-in ``coverage`` does) costs no second distance computation.
         """
-        if self._sq_dists is None:
+        d2 = self._sq_dists
+        if d2 is None:
             from protoreg.model.mlp import pairwise_sq_dists
 
             d2 = pairwise_sq_dists(self.x, self.prototypes)
             object.__setattr__(self, "_sq_dists", d2)
             object.__setattr__(self, "_sq_dists_version0", int(d2._version))
-        return self._sq_dists  # type: ignore[return-value]
+        return d2
 
     def soft_min(self, t: torch.Tensor) -> torch.Tensor:
         """Per sample, the soft minimum over the prototypes of the squared distance,
@@ -118,7 +119,7 @@ class LossContext:
         same values as ``torch.exp`` otherwise, and 10-20x faster on CPU where many underflow)."""
         from protoreg.model.kernels import exp_flushed
 
-        return exp_flushed(sq / -t)  # type: ignore[operator]  # a float or a tensor temperature
+        return exp_flushed(sq / -t)  # a float or a tensor temperature
 
     @staticmethod
     def sq_dists_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -190,7 +191,8 @@ class StructuralLoss:
     defaults: ClassVar[Mapping[str, Any]] = {}
     vectorized: ClassVar[bool] = False
 
-    def __call__(self, ctx: LossContext, **params: Any) -> torch.Tensor:  # pragma: no cover
+    # ``*args: Any, **params: Any``: type checkers accept a subclass's own keyword parameters
+    def __call__(self, ctx: LossContext, *args: Any, **params: Any) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     @property

@@ -16,7 +16,7 @@ from helpers import fake_entry_points, make_plugin_module
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # Property tests draw the same examples on every run (a test suite that passes once passes
-# again); `HYPOTHESIS_PROFILE=explore python -m pytest tests/test_fuzz.py` searches new ones.
+# again); `HYPOTHESIS_PROFILE=explore python -m pytest tests/test_properties.py` searches new ones.
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))

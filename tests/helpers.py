@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import types
 import warnings
 from pathlib import Path
@@ -133,3 +134,10 @@ def specialization_ratio(hidden: torch.Tensor) -> torch.Tensor:
     hit = torch.zeros(r, m, dtype=torch.bool, device=hidden.device)
     hit.scatter_(1, hidden.argmax(dim=-1), True)
     return hit.sum(-1).double().cpu() / n
+
+
+def expected_check(run_dir: Path | str) -> tuple[int, str]:
+    """What ``protoreg check`` must say of a finished run, from the run's own metrics.json:
+    exit 1 and ``expulsion:`` when any prototype is outside the hull, else exit 0 and ``ok:``."""
+    m = json.loads((Path(run_dir) / "metrics.json").read_text())
+    return (1, "expulsion:") if m["outside_hull_frac"] > 0 else (0, "ok:")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import inspect
 from pathlib import Path
 
@@ -151,3 +152,15 @@ def test_the_architecture_diagram_names_every_module(module: str) -> None:
         return
     words = _words(tree[package])
     assert name in words or name[:-3] in words, f"{module} is not named under {package} in docs/index.md's diagram"
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    root = DOCS.parent
+    cited = set()
+    for page in [*DOCS.rglob("*.md"), root / "README.md"]:
+        cited |= set(re.findall(r"tests/[\w/]+\.py(?:::\w+)?", page.read_text()))
+    assert cited
+    for ref in sorted(cited):
+        path, _, name = ref.partition("::")
+        assert (root / path).is_file(), f"{ref}: no such test file"
+        assert not name or f"def {name}(" in (root / path).read_text(), f"{ref}: no such test"

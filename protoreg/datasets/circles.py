@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from protoreg.datasets._generated import Generated2D
 from protoreg.plugin_api import hookimpl
@@ -21,5 +21,5 @@ class Circles(Generated2D):
 
 
 @hookimpl
-def protoreg_register_datasets(register):  # type: ignore[no-untyped-def]
+def protoreg_register_datasets(register: Callable[..., None]) -> None:
     register(Circles())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -47,5 +48,5 @@ class Digits(LabelledImages):
 
 
 @hookimpl
-def protoreg_register_datasets(register):  # type: ignore[no-untyped-def]
+def protoreg_register_datasets(register: Callable[..., None]) -> None:
     register(Digits())

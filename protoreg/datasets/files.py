@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -190,5 +190,5 @@ class File(Dataset):
 
 
 @hookimpl
-def protoreg_register_datasets(register):  # type: ignore[no-untyped-def]
+def protoreg_register_datasets(register: Callable[..., None]) -> None:
     register(File())

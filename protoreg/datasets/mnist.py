@@ -7,7 +7,7 @@ import importlib.util
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -77,5 +77,5 @@ class Mnist(LabelledImages):
 
 
 @hookimpl
-def protoreg_register_datasets(register):  # type: ignore[no-untyped-def]
+def protoreg_register_datasets(register: Callable[..., None]) -> None:
     register(Mnist())

@@ -7,7 +7,7 @@ plain ``loader(data, seed)`` function as a :class:`~protoreg.plugin_api.Dataset`
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeGuard, cast
 
 import numpy as np
 
@@ -21,7 +21,7 @@ MAX_IMAGE_DIMS = 3
 OPTIONAL_KEYS: dict[str, str] = {"classes": "classes", "noise": "noise"}
 
 
-def _num(v: Any) -> bool:
+def _num(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -43,7 +43,7 @@ def data_problems(data: Mapping[str, Any], datasets: Mapping[str, Dataset]) -> l
     seed = data.get("seed")
     if seed is not None and seed < 0:
         p.append(f"data.seed: must be >= 0, got {seed}")
-    ds = datasets.get(dname)  # type: ignore[arg-type]
+    ds = datasets.get(cast(str, dname))  # a name that is not a string is no dataset's
     if ds is None:
         return p
     for key, what in OPTIONAL_KEYS.items():
@@ -106,7 +106,7 @@ class FunctionDataset(Dataset):
         return doc.splitlines()[0] if doc else ""
 
     def load(self, data: Mapping[str, Any], seed: int) -> Loaded:
-        return self.loader(data, seed)  # type: ignore[no-any-return]
+        return self.loader(data, seed)
 
 
 # --------------------------------------------------------------------- what a loader returns

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -37,5 +37,5 @@ class Uniform(Dataset):
 
 
 @hookimpl
-def protoreg_register_datasets(register):  # type: ignore[no-untyped-def]
+def protoreg_register_datasets(register: Callable[..., None]) -> None:
     register(Uniform())

@@ -13,7 +13,7 @@ import functools
 import sys
 import warnings
 from types import FrameType
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 #: Top-level packages whose frames are never shown as the origin of a protoreg warning.
 INTERNAL_PACKAGES: frozenset[str] = frozenset(
@@ -72,4 +72,4 @@ def keeps_warning_filters(func: F) -> F:
         with warnings.catch_warnings():
             return func(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # functools.wraps keeps func's signature

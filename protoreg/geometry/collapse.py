@@ -63,11 +63,11 @@ def _collapse_nd(P: Tensor, finite: Tensor, thr: Tensor) -> tuple[Tensor, Tensor
             lower = D2 - err
             cand = ((lower <= best2) | ((lower <= t2) & (ar[None, :] < ar[i0:i1, None]))).nonzero()
             if cand.numel():
-                a, b = cand[:, 0] + i0, cand[:, 1]
-                exact = (Q[a] - Q[b]).square().sum(dim=1)
+                ia, ib = cand[:, 0] + i0, cand[:, 1]
+                exact = (Q[ia] - Q[ib]).square().sum(dim=1)
                 best2 = min(best2, float(exact.min()))
-                close = (exact <= t2) & (b < a)
-                is_dup[a[close]] = True
+                close = (exact <= t2) & (ib < ia)
+                is_dup[ia[close]] = True
         gap[r] = math.sqrt(best2) * scale
         dup[r] = int(is_dup.sum())
     return gap, dup

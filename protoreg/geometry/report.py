@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -99,7 +100,7 @@ def geometry_report(
         mean_d = torch.full((R,), math.nan, dtype=_F64, device=dist.device)
         max_d = mean_d.clone()
     gap, dup = gap_and_duplicates(prototypes, rel_tol=DUPLICATE_REL_TOL, extent=ext)
-    dead = dead_units(hidden) if hidden is not None else (wins == 0).sum(dim=1)
+    dead = dead_units(hidden) if hidden is not None else (cast(Tensor, wins) == 0).sum(dim=1)  # exactly one is given
     return {
         "outside_hull_frac": frac,
         "mean_hull_distance": mean_d,

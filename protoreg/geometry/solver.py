@@ -74,6 +74,7 @@ Implementation
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -232,7 +233,7 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
         scores32 = _run_scores(z.float(), r_mj, prob.xt32)
         s = scores32.argmin(dim=1)
         smin = (prob.xn[r_mj, s] * z).sum(-1)
-        low = scores32.gather(1, s[:, None]).squeeze(1).double() - prob.score_err[r_mj] * dist
+        low = scores32.gather(1, s[:, None]).squeeze(1).double() - cast(Tensor, prob.score_err)[r_mj] * dist  # set with xt32
         smin_cert = torch.minimum(smin, low)
         del scores32
         # near convergence float32 cannot rank the inputs: where the chosen vertex does not

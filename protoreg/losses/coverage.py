@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from protoreg import LossContext, StructuralLoss, hookimpl
@@ -31,5 +33,5 @@ class Coverage(StructuralLoss):
 
 
 @hookimpl
-def protoreg_register_losses(register):  # type: ignore[no-untyped-def]
+def protoreg_register_losses(register: Callable[[StructuralLoss], None]) -> None:
     register(Coverage())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from protoreg import LossContext, StructuralLoss, hookimpl
@@ -18,7 +20,7 @@ class Overlap(StructuralLoss):
     name = "overlap"
     role = "repulsor"
     pairs_with = ("coverage",)
-    defaults: dict[str, float] = {}
+    defaults = {}
     vectorized = True
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
@@ -28,5 +30,5 @@ class Overlap(StructuralLoss):
 
 
 @hookimpl
-def protoreg_register_losses(register):  # type: ignore[no-untyped-def]
+def protoreg_register_losses(register: Callable[[StructuralLoss], None]) -> None:
     register(Overlap())

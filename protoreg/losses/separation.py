@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from protoreg import LossContext, StructuralLoss, hookimpl
@@ -32,5 +34,5 @@ class Separation(StructuralLoss):
 
 
 @hookimpl
-def protoreg_register_losses(register):  # type: ignore[no-untyped-def]
+def protoreg_register_losses(register: Callable[[StructuralLoss], None]) -> None:
     register(Separation())

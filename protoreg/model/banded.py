@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -63,6 +63,30 @@ BANDED_EVAL_ELEMENTS = 1 << 21
 EXP_ZERO_BELOW: dict[torch.dtype, float] = {torch.float32: -104.0, torch.float64: -746.0}
 
 
+class BandedModel(Protocol):
+    """What the banded kernels read of a model: a :class:`~protoreg.model.mlp.GaussianMLP`, or
+    one run of it (:class:`_RunView`). The parameters carry the run axis; ``w``, ``b`` exist for
+    affine units only, ``centers``, ``log_s`` for radial ones."""
+
+    @property
+    def parameterization(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def w(self) -> torch.Tensor: ...
+    @property
+    def b(self) -> torch.Tensor: ...
+    @property
+    def centers(self) -> torch.Tensor: ...
+    @property
+    def log_s(self) -> torch.Tensor: ...
+    @property
+    def v(self) -> torch.Tensor: ...
+    @property
+    def c(self) -> torch.Tensor: ...
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]: ...
+
+
 def kernel_floor(dtype: torch.dtype, device: torch.device) -> float | None:
     """The argument below which the kernels are exactly 0: the floor of
     :func:`~protoreg.model.kernels.exp_flushed` on CPU, where ``exp`` underflows to 0 elsewhere;
@@ -79,10 +103,10 @@ def use_banded(runs: int, samples: int, width: int, dim: int, dtype: torch.dtype
     return dim == 1 and samples * width > BANDED_MIN_ELEMENTS and kernel_floor(dtype, device) is not None
 
 
-def model_uses_banded(model: torch.nn.Module, x: torch.Tensor) -> bool:
+def model_uses_banded(model: BandedModel, x: torch.Tensor) -> bool:
     """:func:`use_banded` for ``model`` (a :class:`~protoreg.model.mlp.GaussianMLP`) on ``x`` (R, B, d)."""
     r, b, d = x.shape
-    return use_banded(r, b, int(model.width), d, x.dtype, x.device)  # type: ignore[arg-type]
+    return use_banded(r, b, int(model.width), d, x.dtype, x.device)
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -92,9 +116,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return a.astype(np.float64) if a.dtype.kind == "f" else a
 
 
-def _searchsorted(keys: np.ndarray, values: np.ndarray, side: str) -> np.ndarray:
+def _searchsorted(keys: np.ndarray, values: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
     """Per run: ``keys`` (R, M) sorted along axis 1, ``values`` (R, B) -> positions (R, B)."""
-    return np.stack([np.searchsorted(keys[i], values[i], side=side) for i in range(keys.shape[0])]).astype(np.int64, copy=False)  # type: ignore[call-overload]
+    return np.stack([np.searchsorted(keys[i], values[i], side=side) for i in range(keys.shape[0])]).astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True)
@@ -131,7 +155,7 @@ def _inv_two_s2(log_s: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def unit_bands(model: torch.nn.Module, x: torch.Tensor) -> UnitBands | None:
+def unit_bands(model: BandedModel, x: torch.Tensor) -> UnitBands | None:
     """Sort the units of ``model`` for samples like ``x`` (R, B, 1); None when a parameter or an
     input is not finite (the dense path then gives the dense semantics, NaN included)."""
     floor = kernel_floor(x.dtype, x.device)
@@ -227,7 +251,7 @@ def _take(param: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
     return param.gather(1, units.reshape(r, b * k)).view(r, b, k)
 
 
-def band_hidden(model: torch.nn.Module, x: torch.Tensor, band: Band) -> torch.Tensor:
+def band_hidden(model: BandedModel, x: torch.Tensor, band: Band) -> torch.Tensor:
     """Hidden responses ``(R, B, K)`` of the units of ``band`` at ``x`` (R, B, 1): the dense
     path's elementwise operations (so equal values), 0 on padding."""
     if model.parameterization == "affine":
@@ -239,7 +263,7 @@ def band_hidden(model: torch.nn.Module, x: torch.Tensor, band: Band) -> torch.Te
     return h * band.mask.to(h.dtype)
 
 
-def band_pred(model: torch.nn.Module, band: Band, h: torch.Tensor) -> torch.Tensor:
+def band_pred(model: BandedModel, band: Band, h: torch.Tensor) -> torch.Tensor:
     """``c + sum_j h_j v_j`` over the band, ``(R, B, k)``."""
     r, b, k = band.units.shape
     out = model.v.shape[2]
@@ -279,7 +303,7 @@ class BandedResponses:
         return torch.where(top[..., 0] > 0, first, torch.zeros_like(first))
 
 
-def banded_forward(model: torch.nn.Module, x: torch.Tensor, bands: UnitBands | None = None, max_units: int | None = None) -> BandedResponses | None:
+def banded_forward(model: BandedModel, x: torch.Tensor, bands: UnitBands | None = None, max_units: int | None = None) -> BandedResponses | None:
     """The banded forward pass of ``model`` at ``x`` (R, B, 1): hidden values on the band and
     ``pred`` (R, B, k), with gradients to every parameter; None where the dense path must run
     (a non-finite parameter or input, a band of more than ``max_units`` units, see
@@ -295,7 +319,7 @@ def banded_forward(model: torch.nn.Module, x: torch.Tensor, bands: UnitBands | N
 
 
 @torch.no_grad()
-def stream_banded(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+def stream_banded(model: BandedModel, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``fit_mse`` (R,) and ``wins`` (R, M) like :func:`protoreg.evaluation.evaluate.stream_responses`, over
     banded chunks of ``chunk`` samples (default: R x chunk x band width <=
     :data:`BANDED_EVAL_ELEMENTS`); None where the dense evaluation must run (see
@@ -334,7 +358,15 @@ class _RunView:
     """Run ``r`` of a :class:`~protoreg.model.mlp.GaussianMLP` as a model of one run: the same
     attribute names, each parameter sliced (differentiably) to ``[r : r + 1]``."""
 
-    def __init__(self, model: torch.nn.Module, r: int) -> None:
+    #: the model's parameters, set by name in ``__init__`` (``w``, ``b`` or ``centers``, ``log_s``)
+    w: torch.Tensor
+    b: torch.Tensor
+    centers: torch.Tensor
+    log_s: torch.Tensor
+    v: torch.Tensor
+    c: torch.Tensor
+
+    def __init__(self, model: BandedModel, r: int) -> None:
         self.parameterization = model.parameterization
         self.width = model.width
         self._params = {name: p[r : r + 1] for name, p in model.named_parameters()}
@@ -347,11 +379,11 @@ class _RunView:
 
 def _dense_run_pred(view: _RunView, x: torch.Tensor) -> torch.Tensor:
     """``pred`` of one run by the dense code (:meth:`GaussianMLP.hidden` and the output layer)."""
-    h = GaussianMLP.hidden(view, x)  # type: ignore[arg-type]
-    return torch.baddbmm(view.c.unsqueeze(1), h, view.v)  # type: ignore[attr-defined]
+    h = GaussianMLP.hidden(view, x)  # type: ignore[arg-type]  # a _RunView has every attribute hidden() reads
+    return torch.baddbmm(view.c.unsqueeze(1), h, view.v)
 
 
-def banded_pred(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def banded_pred(model: BandedModel, x: torch.Tensor) -> torch.Tensor:
     """The network output ``pred`` (R, B, k) of every run at ``x`` (R, B, 1), banded.
 
     Each run is computed on its own (its band, its padding, its sums), so its values and
@@ -361,7 +393,7 @@ def banded_pred(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     preds = []
     for r in range(x.shape[0]):
         view, xr = _RunView(model, r), x[r : r + 1]
-        res = banded_forward(view, xr)  # type: ignore[arg-type]
+        res = banded_forward(view, xr)
         preds.append(res.pred if res is not None else _dense_run_pred(view, xr))
     return preds[0] if len(preds) == 1 else torch.cat(preds, dim=0)
 
@@ -437,6 +469,11 @@ class LazyHiddenContext(LossContext):
     function of no arguments returning it; the other attributes are those of ``LossContext``.
     """
 
+    # set in __init__ with object.__setattr__ (the context is frozen)
+    _hidden_fn: Callable[[], torch.Tensor] | None  #: computes ``hidden``; None when it was given
+    _hidden: torch.Tensor | None  #: ``hidden`` once computed (or given)
+    _hidden_version0: int | None  #: its version counter then
+
     def __init__(
         self,
         x: torch.Tensor,
@@ -453,13 +490,14 @@ class LazyHiddenContext(LossContext):
         object.__setattr__(self, "_hidden", hidden if isinstance(hidden, torch.Tensor) else None)
         object.__setattr__(self, "_hidden_version0", 0 if isinstance(hidden, torch.Tensor) else None)
 
-    @property  # type: ignore[override]
+    @property
     def hidden(self) -> torch.Tensor:  # noqa: D102 - documented in LossContext
-        if self._hidden is None:
-            h = self._hidden_fn()  # type: ignore[misc]
+        h = self._hidden
+        if h is None:
+            h = cast("Callable[[], torch.Tensor]", self._hidden_fn)()  # given whenever hidden is not
             object.__setattr__(self, "_hidden", h)
             object.__setattr__(self, "_hidden_version0", h._version)
-        return self._hidden  # type: ignore[return-value]
+        return h
 
     @property
     def hidden_materialized(self) -> bool:
@@ -470,7 +508,7 @@ class LazyHiddenContext(LossContext):
         """In-place changes of ``hidden`` since it was computed (0 before), without computing it."""
         if self._hidden is None:
             return 0
-        return int(self._hidden._version) - int(self._hidden_version0)  # type: ignore[arg-type]
+        return int(self._hidden._version) - int(cast(int, self._hidden_version0))  # set with _hidden
 
     def select(self, runs: torch.Tensor) -> "LossContext":
         """The context restricted to the runs ``runs``; ``hidden`` stays lazy."""

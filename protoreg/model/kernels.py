@@ -15,6 +15,7 @@ Plugin authors writing Gaussian kernels can use them the same way.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -40,13 +41,13 @@ class _Exp(torch.autograd.Function):
     """``exp`` whose backward is ``exp``'s own (``grad * result``) on the flushed result."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, lo: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, a: torch.Tensor, lo: float) -> torch.Tensor:
         out = _exp_flushed(a, lo)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (out,) = ctx.saved_tensors
         return grad * out, None
 
@@ -69,17 +70,17 @@ class _LogSumExp(torch.autograd.Function):
     exponentials), forward and backward, with :func:`exp_flushed` for the exponentials."""
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, dim: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, v: torch.Tensor, dim: int) -> torch.Tensor:
         m = v.amax(dim, keepdim=True)
         m = m.masked_fill(m.abs() == math.inf, 0.0)
-        out = _exp_flushed(v - m, _floor(v)).sum(dim, keepdim=True).log_().add_(m)  # type: ignore[arg-type]
+        out = _exp_flushed(v - m, cast(float, _floor(v))).sum(dim, keepdim=True).log_().add_(m)  # a floor: see logsumexp_flushed
         ctx.save_for_backward(v, out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         v, out = ctx.saved_tensors
-        return grad * _exp_flushed(v - out, _floor(v)), None  # type: ignore[arg-type]
+        return grad * _exp_flushed(v - out, cast(float, _floor(v))), None  # a floor: see logsumexp_flushed
 
 
 def logsumexp_flushed(v: torch.Tensor, dim: int) -> torch.Tensor:

@@ -103,12 +103,12 @@ class _Readout(torch.autograd.Function):
     instead of 7.5 ms on 2 CPU cores), equal up to summation order."""
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, h: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(h, v)
         return torch.baddbmm(c.unsqueeze(1), h, v)
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, v = ctx.saved_tensors
         gh = torch.bmm(g, v.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         gv = torch.bmm(g.transpose(1, 2), h).transpose(1, 2) if ctx.needs_input_grad[1] else None

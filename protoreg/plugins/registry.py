@@ -93,7 +93,7 @@ def get_plugin_manager(*, autoload: bool | None = None, extra: Sequence[Any] = (
         pm.register(plugin, name=name)
         sources[name] = name
     pm.check_pending()
-    pm.protoreg_sources = sources  # type: ignore[attr-defined]
+    pm.protoreg_sources = sources  # type: ignore[attr-defined]  # protoreg's own record on pluggy's manager
     return pm
 
 
@@ -176,7 +176,7 @@ def collect_losses(pm: pluggy.PluginManager | None = None) -> dict[str, LossEntr
     return registry
 
 
-def _check_registered(obj: Any, base: type, kind: str, source: str) -> str:
+def _check_registered(obj: Any, base: type[Any], kind: str, source: str) -> str:
     """What a plugin passed to ``register``: an instance of ``base`` with an identifier name.
     Returns the text that names it in later errors."""
     where = f"{kind} {getattr(obj, 'name', obj)!r} from {source}"

@@ -137,7 +137,7 @@ def geometry_of_run(run_dir: Path) -> dict[str, Any]:
     image_shape = _image_shape(run_dir, model.dim)
     if image_shape is not None:
         ev = ev.with_images(x, image_shape)
-    units = []
+    units: list[dict[str, Any]] = []
     pos = ev.positions[0]
     for j in range(model.width):
         p = pos[j]

@@ -297,7 +297,7 @@ def write_data(path: Path, x: np.ndarray, y: np.ndarray, image_shape: Sequence[i
         arrays["image_shape"] = np.asarray(image_shape, dtype=np.int64)
     tmp = path.with_name(f".{path.name}.tmp.npz")
     try:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs: a key of **arrays could be allow_pickle
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -110,7 +110,7 @@ def check_size(base: DictConfig, grid: Mapping[str, Sequence[Any]], masks: Seque
 def grid_values(base: DictConfig) -> dict[str, list[Any]]:
     problems: list[str] = []
     grid: dict[str, list[Any]] = {}
-    for key, values in OmegaConf.to_container(base.sweep.grid).items():  # type: ignore[union-attr]
+    for key, values in cast(dict[str, Any], OmegaConf.to_container(base.sweep.grid)).items():  # a section is a dict
         where = f"sweep.grid.{key}"
         if key.split(".")[0] == "sweep":
             problems.append(f"{where}: the sweep section itself cannot be swept")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,7 +139,7 @@ def plan_sweep(base: DictConfig, reg: Registry) -> Plan:
         if rep != run.name:
             plan.twins[run.name] = rep
     for cfg in trainers.values():  # Lightning's own checks of trainer.* (accelerator, precision)
-        make_trainer(OmegaConf.to_container(cfg.trainer, resolve=True), None, [])  # type: ignore[arg-type]
+        make_trainer(cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True)), None, [])  # a section is a dict
     for group in plan_groups([r for r in runs if r.name not in plan.twins], plan):  # memory of the largest groups
         check_group_memory([plan.specs[r.name] for r in group])
     return plan

@@ -58,9 +58,15 @@ def write_plots(out: Path, plan: Plan, t: Table) -> list[str]:
                             continue
                         se = s.std / math.sqrt(s.count) if math.isfinite(s.std) else 0.0
                         if math.isfinite(s.mean):
-                            xs.append(n * dodge), ys.append(s.mean), es.append(se), hollow.append(False)
+                            xs.append(n * dodge)
+                            ys.append(s.mean)
+                            es.append(se)
+                            hollow.append(False)
                         else:  # non-finite prototypes: show the median instead
-                            xs.append(n * dodge), ys.append(s.median), es.append(0.0), hollow.append(True)
+                            xs.append(n * dodge)
+                            ys.append(s.median)
+                            es.append(0.0)
+                            hollow.append(True)
                     if not xs:
                         continue
                     ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, lw=1.3, color=colors[m], label=m)
@@ -134,7 +140,7 @@ def _prototype_plot(out: Path, plan: Plan, t: Table, colors: Mapping[str, Any]) 
     protos = read_prototypes(out)
     data = {name: (spec.x, spec.y) for name, spec in plan.specs.items()}
     n = max(t.ns)
-    first_seed = {}
+    first_seed: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
     for r in t.rows:
         if int(r["n"]) != n or r["run"] not in protos or r["run"] not in data or r["run"] in plan.twins:
             continue  # (a twin repeats the panel of the run it shares its result with)

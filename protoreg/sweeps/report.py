@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def study_results(plan: Plan, rows: Sequence[Mapping[str, str]]) -> StudyResults
         rows=[parse_row(r) for r in rows],
         keys=list(plan.keys),
         masks=plan.mask_order(),
-        config=config,
+        config=cast(dict[str, Any], config),  # a config's keys are strings
         data={name: (s.x, s.y) for name, s in plan.specs.items()},
     )
 
@@ -130,11 +130,11 @@ def _header(plan: Plan, rows: Sequence[Mapping[str, str]]) -> list[str]:
         f"training time {secs:.1f} s (the `seconds` column is each batch's wall-clock time shared by its runs).",
         "",
         f"Grid: masks over {', '.join(plan.masks) or '(none)'} ({len(mask_subsets(plan.masks))} masks)"
-        + "".join(f"; `{k}` = {', '.join(format_value(v) for v in OmegaConf.to_container(b.sweep.grid)[k])}" for k in plan.keys)  # type: ignore[index]
+        + "".join(f"; `{k}` = {', '.join(format_value(v) for v in cast(dict[str, list[Any]], OmegaConf.to_container(b.sweep.grid))[k])}" for k in plan.keys)
         + f"; seeds {', '.join(str(s) for s in sweep_seeds(b.sweep.seeds))}. "
         f"Training: {b.train.steps} steps, Adam lr {b.train.lr}, precision {b.trainer.get('precision', '32-true')}. "
         "Loss settings: "
-        + "; ".join(f"{name} " + ", ".join(f"{k}={format_value(v)}" for k, v in s.items()) for name, s in OmegaConf.to_container(b.losses).items())  # type: ignore[union-attr]
+        + "; ".join(f"{name} " + ", ".join(f"{k}={format_value(v)}" for k, v in s.items()) for name, s in cast(dict[str, dict[str, Any]], OmegaConf.to_container(b.losses)).items())
         + " (an 'on' loss of a mask has this weight, an 'off' one weight 0).",
     ]
     if plan.twins:

@@ -1,6 +1,7 @@
 """Training a group of runs: building it (:mod:`.group`), the LightningModule (:mod:`.module`),
-structural loss terms and the plugin call boundary (:mod:`.terms`), Lightning plumbing
-(:mod:`.trainer`), the geometry callback (:mod:`.callbacks`) and the engine (:mod:`.engine`).
+why a step failed (:mod:`.diagnosis`), structural loss terms and the plugin call boundary
+(:mod:`.terms`), Lightning plumbing (:mod:`.trainer`), the geometry callback (:mod:`.callbacks`)
+and the engine (:mod:`.engine`).
 
 Three words, three things: a *group* is R runs trained together as one program, a *minibatch*
 is the samples of one optimisation step (``train.batch_size``), a *chunk* is the optimisation

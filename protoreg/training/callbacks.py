@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -15,6 +15,9 @@ from protoreg.frontend.caller import warn
 from protoreg.errors import ExpulsionWarning
 from protoreg.evaluation.evaluate import Evaluation, evaluate
 from protoreg.geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL, HullWarmStart
+
+if TYPE_CHECKING:
+    from protoreg.model.mlp import GaussianMLP
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,21 @@ def _writer(trainer: pl.Trainer) -> Any | None:
     logger = trainer.logger
     exp = getattr(logger, "experiment", None) if logger is not None else None
     return exp if exp is not None and hasattr(exp, "add_scalar") else None
+
+
+class CheckedModule(Protocol):
+    """What :class:`GeometryCallback` reads of the module it checks, a
+    :class:`~protoreg.training.module.ProtoRegModule`, and the one thing it may ask of it."""
+
+    x: torch.Tensor  #: (R, N, d) training inputs
+    y: torch.Tensor  #: (R, N, k) targets
+    model: GaussianMLP  #: the R runs
+    step_count: int  #: optimisation steps done
+    steps: int  #: optimisation steps to do
+    alive: torch.Tensor  #: (R,) bool, False for a failed run
+
+    def stop_for_expulsion(self) -> None:
+        """Stop training at the end of this chunk (``on_expulsion=stop``)."""
 
 
 class GeometryCallback(pl.Callback):
@@ -110,12 +128,12 @@ class GeometryCallback(pl.Callback):
         self._warm.load_state_dict(state.get("hull_warm_start") or {})
 
     # -------------------------------------------------------------- check
-    def _recon_now(self, module: Any, final: bool) -> bool:
+    def _recon_now(self, module: CheckedModule, final: bool) -> bool:
         """The exact matching behind ``recon_error`` costs seconds for large N x M: then only
         the final check computes it (``recon_every_check_max``, default :data:`RECON_EVERY_CHECK_MAX`)."""
         return final or module.x.shape[1] * module.model.width <= self.recon_every_check_max
 
-    def check(self, trainer: pl.Trainer, module: Any, *, final: bool = False) -> Evaluation:
+    def check(self, trainer: pl.Trainer, module: CheckedModule, *, final: bool = False) -> Evaluation:
         t0 = time.perf_counter()
         try:
             return self._check(trainer, module, final=final)
@@ -123,7 +141,7 @@ class GeometryCallback(pl.Callback):
             self.checks_run += 1
             self.check_seconds += time.perf_counter() - t0
 
-    def _check(self, trainer: pl.Trainer, module: Any, *, final: bool) -> Evaluation:
+    def _check(self, trainer: pl.Trainer, module: CheckedModule, *, final: bool) -> Evaluation:
         step = int(module.step_count)
         self._last_recon = self._recon_now(module, final)
         ev = evaluate(module.model, module.x, module.y, margin=self.margin, rel_tol=self.rel_tol, warm=self._warm, recon=self._last_recon)
@@ -153,7 +171,7 @@ class GeometryCallback(pl.Callback):
         self._react(trainer, module, ev, step, newly)
         return ev
 
-    def _react(self, trainer: pl.Trainer, module: Any, ev: Evaluation, step: int, newly: torch.Tensor) -> None:
+    def _react(self, trainer: pl.Trainer, module: CheckedModule, ev: Evaluation, step: int, newly: torch.Tensor) -> None:
         over = (ev.scalars["outside_hull_frac"] > self.max_outside_frac) & module.alive.cpu()
         prev = self._was_over if self._was_over is not None else torch.zeros_like(over)
         crossed = over & ~prev
@@ -190,7 +208,7 @@ class GeometryCallback(pl.Callback):
         msg += " (later expulsions of this run are counted in metrics.json's expulsion_events, not warned again)"
         warn(msg, ExpulsionWarning)
 
-    def final_report(self, module: Any) -> Evaluation:
+    def final_report(self, module: CheckedModule) -> Evaluation:
         """The metrics of ``module`` now: the last check's if it was at this step, else fresh
         (training stopped between checks, e.g. interrupted or failed)."""
         last = self.last_report
@@ -199,37 +217,40 @@ class GeometryCallback(pl.Callback):
         return evaluate(module.model, module.x, module.y, margin=self.margin, rel_tol=self.rel_tol, warm=self._warm)
 
     # -------------------------------------------------------------- hooks
+    # Lightning passes the module as a LightningModule: the one it trains is a CheckedModule.
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the initial state (a resumed run continues on the checks' own schedule instead)
         if self._last_checked < 0:
-            self.check(trainer, pl_module)
+            self.check(trainer, cast(CheckedModule, pl_module))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = int(pl_module.step_count)  # type: ignore[attr-defined]
-        if step // self.every > self._last_checked // self.every or step >= pl_module.steps:  # type: ignore[attr-defined]
+        module = cast(CheckedModule, pl_module)
+        step = int(module.step_count)
+        if step // self.every > self._last_checked // self.every or step >= module.steps:
             if step != self._last_checked:
-                self.check(trainer, pl_module, final=step >= pl_module.steps)  # type: ignore[attr-defined]
+                self.check(trainer, module, final=step >= module.steps)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if int(pl_module.step_count) != self._last_checked:  # type: ignore[attr-defined]
-            self.check(trainer, pl_module, final=True)
+        module = cast(CheckedModule, pl_module)
+        if int(module.step_count) != self._last_checked:
+            self.check(trainer, module, final=True)
         writer = _writer(trainer)
         if writer is None or not self.figures:
             return
         from protoreg.evaluation.figures import figure_image
 
-        fig = self.figure(pl_module, run=0)
-        writer.add_image("geometry/prototypes", figure_image(fig), int(pl_module.step_count), dataformats="CHW")  # type: ignore[attr-defined]
+        fig = self.figure(module, run=0)
+        writer.add_image("geometry/prototypes", figure_image(fig), int(module.step_count), dataformats="CHW")
         ev = self.last_report
         assert ev is not None
-        if pl_module.model.dim > 2:  # type: ignore[attr-defined]
-            emb = projector_embedding(ev, pl_module.x[0].detach().cpu(), pl_module.y[0].detach().cpu(), self.image_shape)  # type: ignore[attr-defined]
+        if module.model.dim > 2:
+            emb = projector_embedding(ev, module.x[0].detach().cpu(), module.y[0].detach().cpu(), self.image_shape)
             if emb is not None:
                 mat, meta, header, images = emb
-                writer.add_embedding(mat, metadata=meta, metadata_header=header, label_img=images, tag="prototypes", global_step=int(pl_module.step_count))  # type: ignore[attr-defined]
+                writer.add_embedding(mat, metadata=meta, metadata_header=header, label_img=images, tag="prototypes", global_step=int(module.step_count))
         writer.flush()
 
-    def figure(self, pl_module: Any, run: int = 0) -> Any:
+    def figure(self, pl_module: CheckedModule, run: int = 0) -> Any:
         from protoreg.evaluation.figures import prototype_figure
 
         ev = self.last_report

@@ -12,7 +12,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -96,7 +96,7 @@ def train_group(
     geometry.image_shape = group.image_shape
     progress = StepProgress(desc="fit" if tb_name == "tb" else tb_name.rsplit("/", 1)[-1])  # drawn on a terminal only
     callbacks = [geometry, StopOnSignals(), progress]
-    trainer = make_trainer(OmegaConf.to_container(group.cfg.trainer, resolve=True), log_dir, callbacks, tb_name=tb_name)  # type: ignore[arg-type]
+    trainer = make_trainer(cast(dict[str, Any], OmegaConf.to_container(group.cfg.trainer, resolve=True)), log_dir, callbacks, tb_name=tb_name)
     if resume is not None:
         module.restore(resume)
         for key, state in resume.get("callbacks", {}).items():
@@ -132,7 +132,7 @@ def train_group(
             writer.add_image("images/reconstructions", figure_image(fig), int(module.step_count), dataformats="CHW")
     if hparams is not None and writer is not None and not interrupted:
         for (name, hp), run in zip(hparams, runs):
-            metric_dict = {f"hparam/{k}": float(run.metrics[k]) for k in METRIC_NAMES}
+            metric_dict = {f"hparam/{k}": float(cast(float, run.metrics[k])) for k in METRIC_NAMES}  # never None
             metric_dict.update({f"hparam/{k}": float(v) for k in IMAGE_METRIC_NAMES if (v := run.metrics[k]) is not None})
             metric_dict["hparam/failed"] = float(run.status == "failed")
             writer.add_hparams(dict(hp), metric_dict, run_name=name, global_step=run.steps)

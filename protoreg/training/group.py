@@ -7,7 +7,7 @@ program; ``fit`` trains a group of one, ``sweep`` one group per shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from protoreg.datasets.rules import validate_loaded
 from protoreg.frontend.caller import warn
 from protoreg.errors import ConfigError, ConfigWarning, DataError, ProtoregError
 from protoreg.training.memory import check_memory
-from protoreg.model.mlp import GaussianMLP
+from protoreg.model.mlp import GaussianMLP, Parameterization
 from protoreg.plugins.registry import Registry, describe_failure
 from protoreg.training.module import ProtoRegModule
 from protoreg.training.terms import LossTerm
@@ -47,7 +47,7 @@ def load_data(cfg: DictConfig, reg: Registry) -> tuple[np.ndarray, np.ndarray, d
     dataset, source = reg.datasets[name]
     where = str(cfg.data.path) if cfg.data.path else f"dataset {name!r} ({source})"
     try:
-        result = dataset.load(OmegaConf.to_container(cfg.data, resolve=True), C.data_seed(cfg))
+        result = dataset.load(cast(dict[str, Any], OmegaConf.to_container(cfg.data, resolve=True)), C.data_seed(cfg))  # a section is a dict
     except ProtoregError:
         raise
     except KeyboardInterrupt:
@@ -87,13 +87,13 @@ def check_group_memory(specs: Sequence[RunSpec]) -> None:
     )
 
 
-def parameterization(cfg: DictConfig, dim: int) -> str:
+def parameterization(cfg: DictConfig, dim: int) -> Parameterization:
     p = cfg.model.parameterization
     if p == "auto":
         return "affine" if dim == 1 else "radial"
     if p == "affine" and dim > 1:
         raise ConfigError(f"model.parameterization: 'affine' has no point prototype for {dim}-D inputs; use radial")
-    return str(p)
+    return cast(Parameterization, str(p))  # validated: affine or radial
 
 
 def torch_dtype(cfg: DictConfig) -> torch.dtype:
@@ -169,7 +169,7 @@ def build_group(specs: Sequence[RunSpec], reg: Registry, *, fail_fast: bool = Tr
             )
         )
     seeds = [int(s.cfg.train.seed) for s in specs]
-    model = GaussianMLP(len(specs), int(first.model.width or n), d, specs[0].y.shape[1], parameterization(first, d)).to(dtype)  # type: ignore[arg-type]
+    model = GaussianMLP(len(specs), int(first.model.width or n), d, specs[0].y.shape[1], parameterization(first, d)).to(dtype)
     model.initialize(x, y, seeds, init=first.model.init, init_width=float(first.model.init_width))
     module = ProtoRegModule(
         model,

@@ -15,10 +15,8 @@ geometry checks, ``expelled_at_step``) counts optimisation steps.
 from __future__ import annotations
 
 import math
-import signal
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import lightning.pytorch as pl
 import torch
@@ -29,26 +27,11 @@ from protoreg.frontend.caller import warn
 from protoreg.errors import CompileWarning, LossError
 from protoreg.evaluation.evaluate import fit_mse
 from protoreg.model.mlp import GaussianMLP, sample_spacing
+from protoreg.training.diagnosis import RunFailure, diagnose, every_run, finite_per_run, gradient_culprits, stopped_by_signal, term_source
 from protoreg.training.terms import ForcedStop, LossTerm, LossTerms
 
 #: Why training stopped before ``steps``: a run failed (fit), a signal, or the geometry check.
 STOP_REASONS = ("failed", "interrupted", "expulsion")
-
-
-@dataclass
-class RunFailure:
-    """Why and when a run stopped being trained."""
-
-    run: int
-    step: int
-    term: str
-    source: str
-    reason: str
-
-    def message(self) -> str:
-        if self.term == "?":
-            return f"{self.reason} at step {self.step}"
-        return f"{self.reason} in {self.term!r} ({self.source}) at step {self.step}"
 
 
 class _Chunks:
@@ -92,6 +75,12 @@ class ProtoRegModule(pl.LightningModule):
         Save the training data in checkpoints (``output.save_data``); without it a resumed run
         regenerates the data from its config.
     """
+
+    #: buffers, registered in ``__init__`` (declared here for the type checker)
+    x: torch.Tensor  #: (R, N, d)
+    y: torch.Tensor  #: (R, N, k)
+    spacing: torch.Tensor  #: (R,)
+    alive: torch.Tensor  #: (R,) bool, False once a run failed
 
     def __init__(
         self,
@@ -263,7 +252,7 @@ class ProtoRegModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One chunk: optimisation steps up to the next multiple of ``chunk``."""
         opt = self.optimizers()
-        raw = opt.optimizer if hasattr(opt, "optimizer") else opt
+        raw = cast(torch.optim.Optimizer, opt.optimizer if hasattr(opt, "optimizer") else opt)  # one optimizer, unwrapped
         n = min(self.chunk - self.step_count % self.chunk, self.steps - self.step_count)
         for _ in range(n):
             self.optimisation_step(raw)
@@ -293,32 +282,17 @@ class ProtoRegModule(pl.LightningModule):
 
     # ------------------------------------------------------------- failures
     def _grads_finite(self) -> torch.Tensor:
-        ok = torch.ones_like(self.alive)
-        for p in self.model.parameters():
-            if p.grad is not None:
-                ok &= torch.isfinite(p.grad).flatten(1).all(1)
-        return ok
+        return finite_per_run((p.grad for p in self.model.parameters()), self.alive)
 
     def _fail(self, bad: torch.Tensor, values: Mapping[str, torch.Tensor], total: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
-        runs = bad.nonzero().flatten().tolist()
-        culprits: dict[int, str] = {}
-        for run in runs:
-            term, reason = "?", "non-finite gradient of the total loss"
-            for name, val in values.items():
-                v = float(val[run].detach())
-                if not math.isfinite(v):
-                    term, reason = name, f"non-finite value {v}"
-                    break
-            else:
-                if not bool(torch.isfinite(total[run])):
-                    reason = "non-finite total loss"
-                else:  # every value is finite: find the term whose gradient is not
-                    if not culprits:
-                        culprits = self._gradient_culprits(x, y, runs)
-                    if run in culprits:
-                        term, reason = culprits[run], "non-finite gradient"
-            source = "?" if term == "?" else self._source(term)
-            self.failures[run] = RunFailure(run, self.step_count, term, source, reason)
+        """Record why each run of ``bad`` failed (:mod:`protoreg.training.diagnosis`) and freeze it
+        as it was before this step."""
+
+        def culprits(runs: Sequence[int]) -> dict[int, str]:  # this step's terms again, eagerly
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            return gradient_culprits(self.objective, self.loss_terms.weights, params, self.alive, x, y, runs)
+
+        self.failures.update(diagnose(bad, values, total, self.step_count, culprits=culprits, source=lambda term: term_source(term, self.loss_terms)))
         self.alive &= ~bad
         with torch.no_grad():
             for name, p in self.model.named_parameters():
@@ -331,32 +305,6 @@ class ProtoRegModule(pl.LightningModule):
                     snap[bad] = p.detach()[bad]
                 self._frozen[name] = snap
 
-    def _source(self, term: str) -> str:
-        return "protoreg (built-in)" if term == "fit" else self.loss_terms.source_of(term)
-
-    def _gradient_culprits(self, x: torch.Tensor, y: torch.Tensor, runs: Sequence[int]) -> dict[int, str]:
-        """Run -> the first term (``fit``, then the losses in order) whose gradient is non-finite
-        in that run, found by evaluating this step's terms again and differentiating each alone.
-        Only called when a gradient is non-finite, so training pays nothing for it."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        found: dict[int, str] = {}
-        try:
-            with torch.enable_grad():
-                _, values, *_ = self.objective(x, y)
-                for i, (name, val) in enumerate(values.items()):
-                    weighted = val if name == "fit" else self.loss_terms.weights[i - 1] * val
-                    grads = torch.autograd.grad(weighted.sum(), params, retain_graph=True, allow_unused=True)
-                    ok = torch.ones_like(self.alive)
-                    for g in grads:
-                        if g is not None:
-                            ok &= torch.isfinite(g).flatten(1).all(1)
-                    for run in runs:
-                        if run not in found and not bool(ok[run]):
-                            found[run] = name
-        except (LossError, RuntimeError):  # the terms cannot be evaluated again: no culprit named
-            return found
-        return found
-
     def _restore_frozen(self) -> None:
         dead = ~self.alive
         with torch.no_grad():
@@ -364,8 +312,7 @@ class ProtoRegModule(pl.LightningModule):
                 p[dead] = self._frozen[name][dead]
 
     def _fail_all(self, exc: LossError) -> None:
-        for run in self.alive.nonzero().flatten().tolist():
-            self.failures[run] = RunFailure(run, self.step_count, "?", "?", str(exc))
+        self.failures.update(every_run(self.alive, self.step_count, "?", "?", str(exc)))
         self._freeze_all()
 
     def _freeze_all(self) -> None:
@@ -383,9 +330,7 @@ class ProtoRegModule(pl.LightningModule):
         self.stopped_reason = "interrupted"
         if exc.term is None:
             return
-        reason = f"did not return (stopped by a second {signal.Signals(exc.signum).name})"
-        for run in self.alive.nonzero().flatten().tolist():
-            self.failures[run] = RunFailure(run, self.step_count, exc.term.name, exc.term.source, reason)
+        self.failures.update(every_run(self.alive, self.step_count, exc.term.name, exc.term.source, stopped_by_signal(exc.signum)))
         self._freeze_all()
 
     # ---------------------------------------------------------- checkpoints

@@ -4,11 +4,14 @@ silent in logs and CI (where it is drawn: :mod:`protoreg.frontend.display`)."""
 from __future__ import annotations
 
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 
 from protoreg.frontend.display import in_notebook, interactive, make_bar, progress_setting
+
+if TYPE_CHECKING:
+    from protoreg.training.module import ProtoRegModule
 
 __all__ = ["StepProgress", "in_notebook", "interactive", "make_bar", "progress_setting"]
 
@@ -35,10 +38,11 @@ class StepProgress(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
-        self._done = int(pl_module.step_count)  # type: ignore[attr-defined]
+        module = cast("ProtoRegModule", pl_module)
+        self._done = int(module.step_count)
         self._bar = make_bar(
             stream=self.stream,
-            total=int(pl_module.steps),  # type: ignore[attr-defined]
+            total=int(module.steps),
             initial=self._done,
             desc=self.desc,
             unit="step",
@@ -49,12 +53,13 @@ class StepProgress(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._bar is None:
             return
-        step = int(pl_module.step_count)  # type: ignore[attr-defined]
+        module = cast("ProtoRegModule", pl_module)
+        step = int(module.step_count)
         self._bar.update(step - self._done)
         self._done = step
-        last = getattr(pl_module, "last", {}).get("total")
+        last = getattr(module, "last", {}).get("total")
         if last is not None:
-            alive = pl_module.alive  # type: ignore[attr-defined]
+            alive = module.alive
             vals = last[alive] if bool(alive.any()) else last
             self._bar.set_postfix_str(f"loss {float(vals.float().mean()):.4g}", refresh=False)
 

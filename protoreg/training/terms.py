@@ -56,6 +56,8 @@ class LossTerms(nn.Module):
     are derived from the config and not saved in checkpoints.
     """
 
+    weights: torch.Tensor  #: (K, R) buffer, registered in ``__init__``
+
     def __init__(self, terms: Sequence[LossTerm], runs: int, dtype: torch.dtype) -> None:
         super().__init__()
         self.terms = [t for t in terms if any(w > 0 for w in t.weight)]
@@ -87,7 +89,7 @@ class LossTerms(nn.Module):
         """Parameters of term ``i`` as (R,) tensors."""
         return {k: getattr(self, buf) for k, buf in self._params[i].items()}
 
-    def forward(self, ctx: LossContext) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def forward(self, ctx: LossContext) -> dict[str, torch.Tensor]:
         return {term.name: self._call(i, ctx) for i, term in enumerate(self.terms)}
 
     # ------------------------------------------------------------ one term

@@ -158,7 +158,7 @@ class StopOnSignals(pl.Callback):
         assert isinstance(pl_module, ProtoRegModule)
         self._released.clear()
         for sig in self.SIGNALS:
-            old = signal.signal(sig, lambda signum, frame, m=pl_module: self._on_signal(m, signum))
+            old = signal.signal(sig, lambda signum, frame: self._on_signal(pl_module, signum))
             self._old.setdefault(sig, old)
 
     def _on_signal(self, module: ProtoRegModule, signum: int) -> None:
@@ -219,7 +219,7 @@ def fit_chunks(module: ProtoRegModule, trainer: pl.Trainer) -> None:
     except ForcedStop as exc:
         raise KeyboardInterrupt(f"stopped by a second {signal.Signals(exc.signum).name}") from None
     finally:
-        for cb in trainer.callbacks:
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's callback connector, not declared on Trainer
             if isinstance(cb, StopOnSignals):
                 cb.restore()
 

@@ -34,6 +34,7 @@ def test_progress_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch, e
     assert interactive(_Tty() if tty else io.StringIO()) is expected
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_fit_draws_a_step_bar_with_rate_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_autoload: None, fast: list[str]) -> None:
     stream = _Tty()
     made: list[StepProgress] = []
@@ -52,6 +53,7 @@ def test_fit_draws_a_step_bar_with_rate_on_a_terminal(tmp_path: Path, monkeypatc
     assert "fit" in text and "40/40" in text and "step/s" in text and "loss" in text, text
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_fit_is_quiet_without_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_autoload: None, fast: list[str]) -> None:
     monkeypatch.delenv("PROTOREG_PROGRESS", raising=False)
     protoreg.fit(*fast, out=tmp_path / "run")
@@ -114,6 +116,7 @@ def test_a_notebook_bar_is_a_widget_with_ipywidgets_else_one_text_line(monkeypat
         assert "fit:" in text and "5/10" in text and "\n" not in text.rstrip("\n")  # one line, rewritten with \r
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_progress_false_draws_nothing_even_when_forced_by_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_autoload: None, fast: list[str]
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from protoreg.frontend.cli import main
+from helpers import expected_check
 
 pytestmark = pytest.mark.slow  # end-to-end workflow tests
 
@@ -167,7 +168,8 @@ def test_fit_on_gpu_logs_the_same_tags(tmp_path, capsys, no_autoload):
     assert m["status"] == "completed" and 0 <= m["outside_hull_frac"] <= 1
     tags = set(read_tb(out).Tags()["scalars"])
     assert {"loss/fit", "loss/coverage", "loss/separation", "geometry/outside_hull_frac", "metric/recon_error"} <= tags
-    assert run_cli(capsys, "check", out)[0] in (0, 1)
+    code, text, _ = run_cli(capsys, "check", out)
+    assert (code, text.strip().splitlines()[-1].split()[0]) == expected_check(out)
 
 
 def test_fit_says_when_the_geometry_checks_take_a_large_share(tmp_path, capsys, no_autoload, fast, monkeypatch):

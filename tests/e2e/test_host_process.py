@@ -16,7 +16,7 @@ import pytest
 import protoreg
 import protoreg.errors as E
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HOST_SCRIPT = r"""
 import logging, signal, sys, warnings

@@ -8,7 +8,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import cli
+from helpers import cli, expected_check
 
 pytestmark = pytest.mark.slow  # end-to-end workflow tests
 
@@ -95,7 +95,8 @@ def test_higher_dimensions_figures_and_embedding(tmp_path, capsys, no_autoload, 
     if dim > 2:
         assert (out / "tb" / "projector_config.pbtxt").is_file()
     code, text, _ = cli(capsys, "check", out, "--json")
-    assert code in (0, 1) and len(json.loads(text)["units"]) == 6
+    report = json.loads(text)
+    assert (code, report["verdict"].split()[0]) == expected_check(out) and len(report["units"]) == 6
 
 
 def test_check_does_not_import_lightning() -> None:

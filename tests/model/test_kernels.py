@@ -70,6 +70,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 """
 
 
+@pytest.mark.slow  # a real fit or sweep
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting exists for glibc only")
 def test_tuned_allocator_stops_page_faulting_every_step() -> None:
     """Steps whose tensors are tens of MB page-fault their memory in again with glibc's defaults;

@@ -291,6 +291,7 @@ def test_memory_estimate_of_the_banded_step() -> None:
 FIT = ["data.n=600", "train.batch_size=200", "train.steps=20", "train.log_every_n_steps=10", "geometry.every_n_steps=10", "trainer.accelerator=cpu"]
 
 
+@pytest.mark.slow  # a real fit or sweep
 @pytest.mark.parametrize("precision,rel", [("64-true", 1e-9), ("32-true", 1e-3)])
 def test_fit_on_the_banded_path_gives_the_dense_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_autoload: None, precision: str, rel: float) -> None:
     args = [*FIT, f"trainer.precision={precision}"]
@@ -317,6 +318,7 @@ def test_fit_on_the_banded_path_gives_the_dense_metrics(tmp_path: Path, monkeypa
             assert band.metrics[key] == val, key
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_compile_runs_the_banded_step_eagerly_with_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_autoload: None) -> None:
     monkeypatch.setattr(banded, "BANDED_MIN_ELEMENTS", 0)
 

@@ -50,6 +50,7 @@ def test_subsets_are_seeded_and_class_stratified(reference) -> None:
     assert sorted(np.bincount(y37[:, 0].astype(int)).tolist())[-2:] == [10, 11]
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_an_mnist_run_reports_image_metrics_and_draws_28x28_reconstructions(tmp_path: Path, no_autoload: None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -61,6 +62,7 @@ def test_an_mnist_run_reports_image_metrics_and_draws_28x28_reconstructions(tmp_
     assert (run.dir / "reconstructions.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # a real fit or sweep
 @pytest.mark.parametrize(
     "override,needle",
     [
@@ -77,6 +79,7 @@ def test_bad_mnist_input_is_one_line_naming_the_key(tmp_path: Path, capsys, no_a
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_without_the_extra_mnist_is_refused_naming_it(tmp_path: Path, capsys, monkeypatch, no_autoload: None) -> None:
     import protoreg.datasets.mnist
 

@@ -183,6 +183,7 @@ def test_memory_estimate_and_limit(monkeypatch):
     assert (available_bytes() or 0) > 0  # /proc/meminfo or sysconf
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_fit_too_big_for_memory_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, monkeypatch, capsys, no_autoload):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "50M")
     monkeypatch.chdir(tmp_path)
@@ -219,6 +220,7 @@ def test_checks_count_in_the_memory_estimate() -> None:
     assert check_bytes(1, 10**5, 10**5, 1) == 64 * 2 * 10**5
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_fit_whose_checks_cannot_fit_is_refused_naming_model_width(tmp_path: Path, monkeypatch, capsys, no_autoload):
     """A minibatch run whose training step is small but whose geometry checks are not: refused
     before training, naming model.width (a smaller batch would not help)."""
@@ -236,6 +238,7 @@ def test_fit_whose_checks_cannot_fit_is_refused_naming_model_width(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.npz"]
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_batch_larger_than_the_data_trains_full_batch_with_a_warning(tmp_path: Path, no_autoload, fast):
     with pytest.warns(UserWarning, match=r"train.batch_size: 9 is more than the 8 samples of the data; training full batch"):
         run = protoreg.fit(*fast, "train.batch_size=9", out=tmp_path / "a")

@@ -71,6 +71,7 @@ def test_bad_sweep_section_names_the_key(reg: Registry, override: str, key: str)
 
 
 # ----------------------------------------------------------------- validation
+@pytest.mark.slow  # a real fit or sweep
 def test_every_run_is_validated_before_anything_is_trained_or_written(reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counter = TrainCounter()
     out = tmp_path / "sw"

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import protoreg
 from protoreg.frontend.cli import main
 from protoreg.errors import ConfigError, DataError
+from helpers import expected_check
 from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES
 from protoreg.evaluation.images import image_metrics
 from protoreg.geometry import outside_hull
@@ -79,8 +80,9 @@ def test_save_data_false_keeps_no_data_and_check_says_what_it_cannot_compute(
     assert code == 2 and len(err) == 1 and "output.save_data=false" in err[0] and "cannot be computed" in err[0]
     # a run with its data is checked, image metrics included
     full = quiet_fit(*DIGITS, out=tmp_path / "full")
-    assert main(["check", str(full.dir), "--json"]) in (0, 1)
+    code = main(["check", str(full.dir), "--json"])
     report = json.loads(capsys.readouterr().out)
+    assert (code, report["verdict"].split()[0]) == expected_check(full.dir)
     assert report["metrics"]["recon_ssim"] == pytest.approx(full.metrics["recon_ssim"], abs=1e-9)
 
 
@@ -88,7 +90,7 @@ def test_a_digits_sweep_records_image_metrics_and_c1_by_ssim(tmp_path: Path, no_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sw = protoreg.sweep("data.n=20", "train.steps=30", "sweep.seeds=1", "sweep.masks=[coverage, overlap]", "losses.separation.weight=0",
-                            config=Path(__file__).resolve().parents[1] / "configs" / "digits.yaml", out=tmp_path / "sw", plots=False)
+                            config=Path(__file__).resolve().parents[2] / "configs" / "digits.yaml", out=tmp_path / "sw", plots=False)
     assert len(sw.rows) == 4 and all(isinstance(r["recon_ssim"], float) for r in sw.rows)
     assert [c.id for c in sw.claims] == ["C1", "C1-SSIM", "C2", "C3", "C4"]
     assert "recon_ssim" in (sw.dir / "summary.md").read_text()

@@ -15,7 +15,7 @@ from protoreg.datasets.rules import data_problems
 from protoreg.errors import DataError, PluginError
 from protoreg.plugins.registry import Registry, collect_datasets, get_plugin_manager
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 
 
 def ring_plugin() -> types.ModuleType:
@@ -28,6 +28,7 @@ def ring_plugin() -> types.ModuleType:
     return mod
 
 
+@pytest.mark.slow  # a real fit or sweep
 @pytest.mark.filterwarnings("ignore::protoreg.ExpulsionWarning")
 def test_the_documented_dataset_trains_and_its_rules_run_before_anything_is_written(tmp_path: Path, no_autoload: None) -> None:
     ring = ring_plugin()
@@ -41,6 +42,7 @@ def test_the_documented_dataset_trains_and_its_rules_run_before_anything_is_writ
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_a_sweep_checks_every_run_with_the_dataset_before_training(tmp_path: Path, no_autoload: None) -> None:
     with pytest.raises(protoreg.ConfigError, match=r"data.n: the ring dataset needs at least 3 points, got 2"):
         protoreg.sweep("sweep.grid={data.n: [5, 2]}", "data.name=ring", out=tmp_path / "sw", plugins=[ring_plugin()])
@@ -92,6 +94,7 @@ def test_bad_registrations_name_the_dataset(registered: object, needle: str, no_
         collect_datasets(get_plugin_manager(autoload=False, extra=[mod]))
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_a_plain_loader_function_still_registers_and_is_checked(tmp_path: Path, no_autoload: None) -> None:
     mod = types.ModuleType("old_style")
 

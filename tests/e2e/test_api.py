@@ -21,9 +21,9 @@ from protoreg.frontend.cli import main
 from protoreg.errors import ConfigError, PluginError, RunDirError
 from protoreg.evaluation.evaluate import METRIC_NAMES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "configs" / "paper_quick.yaml"
-GOLDEN = Path(__file__).resolve().parent / "golden" / "paper_quick_results.csv"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "paper_quick_results.csv"
 SWEEP_FAST = ["train.steps=30", "train.log_every_n_steps=10", "geometry.every_n_steps=10", "sweep.grid={data.n: [3]}", "sweep.seeds=1"]
 
 

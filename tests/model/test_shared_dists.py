@@ -147,6 +147,7 @@ def test_ctx_sq_dists_is_lazy_cached_and_follows_select() -> None:
     assert fresh.select(runs)._sq_dists is None  # not computed for a selection either
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_fit_on_the_shared_path_gives_the_separate_metrics(tmp_path, monkeypatch: pytest.MonkeyPatch, no_autoload: None) -> None:
     args = ["data.name=digits", "data.n=60", "model.width=60", "train.steps=30", "train.log_every_n_steps=10",
             "geometry.every_n_steps=30", "trainer.precision=64-true", "losses.coverage.weight=0.1", "trainer.accelerator=cpu"]

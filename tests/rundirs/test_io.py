@@ -86,7 +86,7 @@ def test_disk_full_while_writing_is_one_line_and_keeps_nothing_half_written(
             real(path, text)
 
         monkeypatch.setattr(S, "atomic_write_text", full_on_results)
-        config = Path(__file__).resolve().parents[1] / "configs" / "paper_quick.yaml"
+        config = Path(__file__).resolve().parents[2] / "configs" / "paper_quick.yaml"
         argv = ["sweep", "--config", str(config), "--out", str(out), "train.steps=20", "train.log_every_n_steps=10", "geometry.every_n_steps=10", "sweep.seeds=1"]
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
@@ -100,6 +100,7 @@ def test_disk_full_while_writing_is_one_line_and_keeps_nothing_half_written(
         assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_a_write_past_the_file_size_limit_names_the_file(tmp_path):
     """``ulimit -f``: the write fails with ``File too large`` and no file name of its own; the
     error names the file protoreg was writing, and no temporary file is left."""
@@ -119,6 +120,7 @@ def test_a_write_past_the_file_size_limit_names_the_file(tmp_path):
 
 
 
+@pytest.mark.slow  # a real fit or sweep
 def test_fit_past_the_file_size_limit_names_the_file_and_leaves_nothing(tmp_path):
     """``protoreg fit`` under ``ulimit -f``: one line naming the file, exit 1, no run directory."""
     code = (
