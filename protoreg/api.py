@@ -41,7 +41,7 @@ from protoreg.rundirs.layout import (
     write_run,
     writing_run,
 )
-from protoreg.rundirs.status import exit_code
+from protoreg.rundirs.status import exit_code, finished
 
 @dataclass
 class Run:
@@ -109,7 +109,7 @@ class Sweep:
 
     @property
     def finished(self) -> int:
-        return sum(1 for r in self.rows if r.get("status") in ("completed", "failed"))
+        return sum(1 for r in self.rows if finished(r.get("status")))
 
     def prototypes(self, run: str) -> np.ndarray:
         """The (M, d) prototype positions of run ``run`` (a name in the ``run`` column)."""
@@ -271,8 +271,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg:
         keys = ", ".join(k for k, _ in changed)
         shown = "; ".join(f"{k} {v}" for k, v in changed)
         raise ConfigError(
-            f"{keys}: cannot change when resuming {run_dir} ({shown}); only train.steps, train.log_every_n_steps, "
-            "train.compile, trainer.accelerator, trainer.devices, trainer.max_time, geometry.* and pairing.* "
+            f"{keys}: cannot change when resuming {run_dir} ({shown}); only {_mutable_keys()} "
             f"may change (train a new run with {arg('out')} to change the others)"
         )
     prepared = _prepare(cfg, reg)
@@ -281,6 +280,12 @@ def _resume(run_dir: Path, overrides: Sequence[str], config: Any, out: Any, reg:
     if steps <= trained:
         raise ConfigError(f"train.steps: {run_dir} has already trained {trained} steps ({_status_of(run_dir)}); resume with train.steps above {trained} to train it longer")
     return _train_run(prepared, run_dir, reg, ckpt)
+
+
+def _mutable_keys() -> str:
+    """:data:`RESUME_MUTABLE_KEYS` in words (``geometry.*``); ``sweep.*`` goes unsaid: a fit has none."""
+    keys = [k + "*" if k.endswith(".") else k for k in RESUME_MUTABLE_KEYS if k != "sweep."]
+    return ", ".join(keys[:-1]) + " and " + keys[-1]
 
 
 def _defining_changes(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, str]]:
@@ -349,7 +354,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if (out / CLAIMS).is_file():
         try:
             stored = json.loads((out / CLAIMS).read_text(encoding="utf-8"))
-            claims = [Claim(c["id"], c["statement"], c["verdict"], c.get("summary", ""), c.get("numbers", {}), tuple(c.get("details", ()))) for c in stored["claims"]]
+            claims = [Claim.from_dict(c) for c in stored["claims"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise RunDirError(f"{out / CLAIMS}: unreadable ({type(exc).__name__}: {exc})") from None
     failed = sum(1 for r in rows if r.get("status") == "failed")

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from protoreg.errors import ConfigError
+from protoreg.errors import ConfigError, first_line
 from protoreg.plugins.registry import LossEntry
 
 
@@ -264,7 +264,7 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
         try:
             loaded = OmegaConf.load(path)
         except Exception as exc:  # noqa: BLE001 - yaml errors of any kind
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ConfigError(f"{path}: not a valid YAML config ({first})") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: a config file must be a mapping of sections, got a list")

@@ -92,3 +92,10 @@ class ConfigWarning(ProtoregWarning):
 class RunDirWarning(ProtoregWarning):
     """Something about a run directory worth knowing that did not stop the command (staging
     leftovers of a killed process were removed; a signal arrived after training had finished)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (a library may append tracebacks or advice), or the
+    exception's class name when the message is empty: how protoreg quotes a failure in one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

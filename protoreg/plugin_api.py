@@ -337,7 +337,13 @@ class Claim:
             raise ValueError(f"claim {self.id!r}: verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
 
     def as_dict(self) -> dict[str, Any]:
+        """The claim as JSON values (what ``claims.json`` holds); :meth:`from_dict` reads it back."""
         return {"id": self.id, "statement": self.statement, "verdict": self.verdict, "summary": self.summary, "numbers": dict(self.numbers), "details": list(self.details)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Claim":
+        """The claim :meth:`as_dict` wrote (``summary``, ``numbers`` and ``details`` optional)."""
+        return cls(d["id"], d["statement"], d["verdict"], d.get("summary", ""), d.get("numbers", {}), tuple(d.get("details", ())))
 
 
 @dataclass(frozen=True)

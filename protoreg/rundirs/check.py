@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from protoreg.datasets.rules import check_image_shape
-from protoreg.errors import RunDirError
+from protoreg.errors import RunDirError, first_line
 from protoreg.rundirs.layout import SWEEP_MANIFEST, check_not_being_written
 from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, evaluate
 from protoreg.geometry import DEFAULT_MARGIN, DEFAULT_REL_TOL
@@ -48,8 +48,7 @@ def model_from_state(state: dict[str, torch.Tensor], where: str = "checkpoint") 
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)[:200]}" if str(exc).strip() else type(exc).__name__
 
 
 def stored_data(state: Any, model: GaussianMLP, where: str) -> tuple[torch.Tensor, torch.Tensor]:

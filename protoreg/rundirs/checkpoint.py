@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from protoreg.errors import CheckpointError, RunDirError
+from protoreg.errors import CheckpointError, RunDirError, first_line
 
 CHECKPOINT_NAME = "last.ckpt"
 
@@ -20,8 +20,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling refusals and corrupt files alike
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load checkpoint safely ({first_line[:200]})") from None
+        line = first_line(exc)
+        raise CheckpointError(f"{path}: refused to load checkpoint safely ({line[:200]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a protoreg checkpoint (no state_dict)")
     return ckpt

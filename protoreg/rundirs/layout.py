@@ -387,8 +387,3 @@ def check_consistent(run_dir: Path, metrics: Mapping[str, Any], prototypes: np.n
             raise RunDirError(f"{data}: unreadable ({type(exc).__name__}: {exc})") from None
         if shape != (n, dim):
             raise RunDirError(f"{data}: inputs of shape {shape}, but {METRICS} says n={n}, dim={dim}; the run directory's files disagree (truncated or edited)")
-
-
-def metrics_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Equality of two metrics dicts where NaN equals NaN."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -14,6 +14,16 @@ EXIT_CODES: dict[str, int] = {
 }
 
 
+#: The statuses a sweep's run ends with for good: recorded in ``results.csv`` and skipped when the
+#: sweep is run again (a stopped or interrupted group trains again).
+FINISHED: tuple[str, ...] = ("completed", "failed")
+
+
+def finished(status: object) -> bool:
+    """Whether a sweep's run with this ``status`` is done for good (:data:`FINISHED`)."""
+    return status in FINISHED
+
+
 def exit_code(statuses: Iterable[str]) -> int:
     """The exit code of a command whose runs ended with ``statuses``: 130 if any was
     interrupted, else 1 if any failed (or has an unknown status), else 0."""

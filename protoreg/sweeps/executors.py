@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from omegaconf import DictConfig
 
-from protoreg.errors import ConfigError, PluginError
+from protoreg.errors import ConfigError, PluginError, first_line
 from protoreg.plugins.registry import Registry
 from protoreg.training import GroupOutcome, RunOutcome, RunSpec, build_group, geometry_callback
 from protoreg.sweeps.grid import SweepRun
@@ -243,8 +243,7 @@ def _session_logs(ray: ModuleType) -> str:
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (Ray appends tracebacks), at most ``limit`` long."""
-    lines = str(exc).strip().splitlines()
-    line = " ".join(lines[0].split()) if lines else type(exc).__name__
+    line = " ".join(first_line(exc).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -22,6 +22,7 @@ from protoreg.sweeps.plan import Plan, pairing_line
 from protoreg.sweeps.plots import write_plots
 from protoreg.sweeps.store import CLAIMS, RESULTS, SUMMARY, read_results
 from protoreg.sweeps.table import Table, fmt, pm, to_float
+from protoreg.rundirs.status import finished
 
 #: Columns of ``results.csv`` read as integers by :func:`parse_row`.
 INT_COLUMNS: tuple[str, ...] = ("n", "seed", "steps", "batch", *COUNT_METRICS)
@@ -118,7 +119,7 @@ def expulsion_warning(plan: Plan, rows: Sequence[Mapping[str, str]]) -> None:
 
 
 def _header(plan: Plan, rows: Sequence[Mapping[str, str]]) -> list[str]:
-    done = [r for r in rows if r.get("status") in ("completed", "failed")]
+    done = [r for r in rows if finished(r.get("status"))]
     failed = [r for r in done if r.get("status") == "failed"]
     secs = sum(to_float(r["seconds"]) for r in done)
     batches = len({r["batch"] for r in done})

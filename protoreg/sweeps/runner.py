@@ -21,7 +21,7 @@ from protoreg.frontend.caller import warn
 from protoreg.errors import PairingWarning
 from protoreg.plugins.registry import Registry
 from protoreg.rundirs.layout import csv_text, prototype_rows
-from protoreg.rundirs.status import checks_notable, exit_code
+from protoreg.rundirs.status import checks_notable, exit_code, finished
 from protoreg.training import RunOutcome, train_group
 from protoreg.sweeps.eta import BatchSize, EtaModel
 from protoreg.sweeps.executors import Echo, Engine, Executor, GroupJob, GroupResult, LocalExecutor, make_executor
@@ -274,18 +274,18 @@ def _run_in(out: Path, plan: Plan, reg: Registry, executor: Executor, say: Echo,
         open_sweep_dir(out, plan.base, plan.columns())  # re-check under the lock
         init_files(out, plan.base, plan.columns())
         existing = read_results(out)
-        finished = {r["run"]: r for r in existing if r.get("status") in ("completed", "failed")}
-        pending = [r for r in plan.runs if r.name not in finished]
+        kept = {r["run"]: r for r in existing if finished(r.get("status"))}
+        pending = [r for r in plan.runs if r.name not in kept]
         to_train = [r for r in pending if r.name not in plan.twins]
         copies: dict[str, list[SweepRun]] = {}
         for r in pending:
             if r.name in plan.twins:
                 copies.setdefault(plan.twins[r.name], []).append(r)
-        rec = _Recorder(out, plan, finished, copies)
-        ready = [rep for rep in copies if rep in finished]  # twins of runs finished earlier
+        rec = _Recorder(out, plan, kept, copies)
+        ready = [rep for rep in copies if rep in kept]  # twins of runs finished earlier
         if ready:
             protos = read_prototype_rows(out)
-            rec.record([finished[rep] for rep in ready], [p for rep in ready for p in protos.get(rep, [])], copies_only=True)
+            rec.record([kept[rep] for rep in ready], [p for rep in ready for p in protos.get(rep, [])], copies_only=True)
         groups = plan_groups(to_train, plan)
         shared = sum(len(v) for v in copies.values())
         say(
@@ -324,6 +324,6 @@ def _run_in(out: Path, plan: Plan, reg: Registry, executor: Executor, say: Echo,
         rows_all = read_results(out)
         expulsion_warning(plan, rows_all)
         claims = write_report(out, plan=plan, reg=reg, plots=plots and not cut)
-    done = sum(1 for r in rows_all if r.get("status") in ("completed", "failed"))
+    done = sum(1 for r in rows_all if finished(r.get("status")))
     failed = sum(1 for r in rows_all if r.get("status") == "failed")
     return SweepOutcome(out, len(plan.runs), trained, len(plan.runs) - len(pending), failed, done, time.perf_counter() - t_start, bool(cut), claims)

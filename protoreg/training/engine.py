@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from protoreg.errors import ConfigError
+from protoreg.errors import ConfigError, first_line
 from protoreg.evaluation.evaluate import IMAGE_METRIC_NAMES, METRIC_NAMES, Evaluation
 from protoreg.training.callbacks import GeometryCallback
 from protoreg.training.group import RunGroup
@@ -106,8 +106,8 @@ def train_group(
     try:
         fit_chunks(module, trainer)
     except MisconfigurationException as exc:  # Lightning refusing a trainer.* setting when fitting starts
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"trainer: {first_line}") from None
+        line = first_line(exc)
+        raise ConfigError(f"trainer: {line}") from None
     seconds = time.perf_counter() - t0
     if geometry.last_report is None:  # training ended before its first check (trainer.max_time=0)
         geometry.check(trainer, module, final=True)

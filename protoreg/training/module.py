@@ -24,7 +24,7 @@ import torch
 from protoreg.plugin_api import LossContext
 from protoreg.model.banded import LazyHiddenContext
 from protoreg.frontend.caller import warn
-from protoreg.errors import CompileWarning, LossError
+from protoreg.errors import CompileWarning, LossError, first_line
 from protoreg.evaluation.evaluate import fit_mse
 from protoreg.model.mlp import GaussianMLP, sample_spacing
 from protoreg.training.diagnosis import RunFailure, diagnose, every_run, finite_per_run, gradient_culprits, stopped_by_signal, term_source
@@ -375,7 +375,7 @@ class _CompiledObjective:
             raise
         except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly
             self.compiled = None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             warn(f"train.compile: torch.compile is unavailable here ({type(exc).__name__}: {first[:200]}); training eagerly", CompileWarning)
             return self.eager(x, y)
 

@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from protoreg.errors import ConfigError
+from protoreg.errors import ConfigError, first_line
 from protoreg.rundirs.io import naming, replacing
 from protoreg.frontend.voice import on_command_line
 from protoreg.training.module import ProtoRegModule
@@ -52,8 +52,8 @@ def make_trainer(trainer_kwargs: Mapping[str, Any], log_dir: Path | None, callba
                 **dict(trainer_kwargs),
             )
     except Exception as exc:  # noqa: BLE001 - Lightning's own validation of trainer.*
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"trainer: {first_line}") from None
+        line = first_line(exc)
+        raise ConfigError(f"trainer: {line}") from None
 
 
 @contextlib.contextmanager

@@ -34,3 +34,11 @@ def test_every_status_has_the_documented_code() -> None:
 )
 def test_checks_are_notable_at_a_fifth_of_at_least_five_seconds(seconds: float | None, checks: float | None, notable: bool) -> None:
     assert checks_notable(seconds, checks) is notable
+
+
+def test_finished_runs_are_completed_or_failed() -> None:
+    from protoreg.rundirs.status import FINISHED, finished
+
+    assert FINISHED == ("completed", "failed")
+    assert finished("completed") and finished("failed")
+    assert not any(finished(s) for s in ("stopped", "interrupted", None, ""))

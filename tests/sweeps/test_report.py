@@ -72,3 +72,9 @@ def test_an_array_in_the_numbers_is_refused_naming_the_key() -> None:
     claim = protoreg.Claim("A1", "x", "PASS", numbers={"curve": np.zeros(3)})
     with pytest.raises(PluginError, match=r"claim 'A1': numbers\['curve'\] is a ndarray, not a JSON value .*\(use .tolist\(\)\)"):
         _json_numbers("study 'x' (tests)", claim)
+
+
+def test_claims_read_back_as_written() -> None:
+    claim = protoreg.Claim("C1", "coverage wins", "PARTIAL", "holds at 2 of 3 N", {"rho": 0.5}, ("N=3: yes", "N=5: no"))
+    assert protoreg.Claim.from_dict(json.loads(json.dumps(claim.as_dict()))) == claim
+    assert protoreg.Claim.from_dict({"id": "C2", "statement": "s", "verdict": "PASS"}) == protoreg.Claim("C2", "s", "PASS")
