@@ -7,6 +7,10 @@ The public API is what this module exports, and nothing else is promised:
 * writing plugins (:mod:`protoreg.plugin_api`): :class:`StructuralLoss`, :class:`LossContext`,
   :class:`Dataset`, :class:`Study`, :class:`Claim`, :class:`StudyResults`, :data:`hookimpl`
   (hooks: :mod:`protoreg.plugins.hookspecs`);
+* instruments for anyone's model: :mod:`protoreg.functional` (the structural losses as
+  functions), :class:`HullMonitor` (the hull check), :func:`reconstruct` (the reconstruction
+  readout), :mod:`protoreg.callbacks` (``HullCallback`` for Lightning trainers),
+  :func:`check_pairing` (the design rule for a model's own losses);
 * errors: :mod:`protoreg.errors` (every one a :class:`ProtoregError`);
 * warnings: every one a :class:`ProtoregWarning`, attributed to the caller's line.
 """
@@ -35,6 +39,10 @@ from protoreg.errors import (
     UsageError,
 )
 from protoreg.api import Run, Sweep, fit, load_data, load_run, load_sweep, resolve_config, sweep
+from protoreg import callbacks, functional
+from protoreg.evaluation.reconstruction import Reconstruction, reconstruct
+from protoreg.geometry.monitor import HullMonitor, HullReport
+from protoreg.plugins.pairing import check_pairing
 
 __version__ = "0.1.0"
 
@@ -48,11 +56,14 @@ __all__ = [
     "Dataset",
     "DataWarning",
     "ExpulsionWarning",
+    "HullMonitor",
+    "HullReport",
     "LossContext",
     "LossError",
     "PairingWarning",
     "PluginError",
     "PluginLoadWarning",
+    "Reconstruction",
     "ProtoregError",
     "ProtoregWarning",
     "ResultsWarning",
@@ -66,11 +77,15 @@ __all__ = [
     "TrainingError",
     "UsageError",
     "__version__",
+    "callbacks",
+    "check_pairing",
     "fit",
+    "functional",
     "hookimpl",
     "load_data",
     "load_run",
     "load_sweep",
+    "reconstruct",
     "resolve_config",
     "sweep",
 ]

@@ -251,10 +251,10 @@ def _signals_stop(module: Any) -> Iterator[None]:
 
 def _prepare(cfg: DictConfig, reg: Registry) -> DictConfig:
     """Validate a fit config, warn about (or refuse) unpaired repulsors; the resolved config."""
-    from protoreg.plugins.pairing import check_pairing
+    from protoreg.plugins.pairing import check_active
 
     resolved = _validated(cfg, reg)
-    check_pairing(C.active_losses(C.loss_settings(cfg, reg.losses)), reg.losses, strict=bool(cfg.pairing.strict))
+    check_active(C.active_losses(C.loss_settings(cfg, reg.losses)), reg.losses, strict=bool(cfg.pairing.strict))
     return resolved
 
 

@@ -68,10 +68,13 @@ class LossContext:
     #: The training step's own squared distances (radial units on large problems), else None.
     _sq_dists: torch.Tensor | None = field(default=None, repr=False, compare=False)
     _sq_dists_version0: int = field(default=0, repr=False, compare=False)
+    #: Whether ``_sq_dists`` came from the model's step (not computed at a loss's first read).
+    _shared: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self._sq_dists is not None:
             object.__setattr__(self, "_sq_dists_version0", int(self._sq_dists._version))
+            object.__setattr__(self, "_shared", True)
 
     @property
     def sq_dists(self) -> torch.Tensor:
@@ -91,26 +94,22 @@ class LossContext:
             object.__setattr__(self, "_sq_dists_version0", int(d2._version))
         return d2
 
+    @property
+    def shared_sq_dists(self) -> torch.Tensor | None:
+        """The squared distances the model computed for this step's hidden layer (radial units on
+        large problems), else None: pass it to :mod:`protoreg.functional` (``sq_dists=``) so that
+        a loss costs no second distance computation."""
+        return self._sq_dists if self._shared else None
+
     def soft_min(self, t: torch.Tensor) -> torch.Tensor:
         """Per sample, the soft minimum over the prototypes of the squared distance,
         ``-t log mean_j exp(-||x_i - p_j||^2 / t)``, shape (R, N, 1), for temperatures ``t``
-        (R, 1, 1) in squared input units: between the nearest and the mean squared distance.
-
-        Exact on the fastest path (the built-in ``coverage`` is this, averaged): in 1-D on large
-        problems only the prototypes whose term can be non-zero are computed
-        (:mod:`protoreg.model.banded`); otherwise it is computed from :attr:`sq_dists`, with
-        ``exp`` of arguments below the normal range flushed to exactly 0
-        (:func:`protoreg.model.kernels.logsumexp_flushed`: fast on CPU, values unchanged).
+        (R, 1, 1) in squared input units (:func:`protoreg.functional.soft_min`, on the fastest
+        exact path: in 1-D on large problems only the prototypes whose term can be non-zero).
         """
-        from protoreg.model.banded import banded_coverage, coverage_uses_banded
-        from protoreg.model.kernels import logsumexp_flushed
+        from protoreg.functional import soft_min
 
-        if coverage_uses_banded(self.x, self.prototypes):
-            lme = banded_coverage(self.x, self.prototypes, t)
-        else:
-            d2 = self.sq_dists  # (R,N,M), shared with the hidden layer on large radial problems
-            lme = logsumexp_flushed(d2 / -t, -1) - math.log(d2.shape[-1])  # = -d2 / t exactly
-        return -t * lme
+        return soft_min(self.x, self.prototypes, t, sq_dists=self.shared_sq_dists)
 
     @staticmethod
     def kernel(sq: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
@@ -155,7 +154,7 @@ class LossContext:
 
     def select(self, runs: torch.Tensor) -> "LossContext":
         """The context restricted to the runs with indices ``runs`` (model stays whole)."""
-        return LossContext(
+        sub = LossContext(
             x=self.x[runs],
             y=self.y[runs],
             hidden=self.hidden[runs],
@@ -165,6 +164,8 @@ class LossContext:
             model=self.model,
             _sq_dists=None if self._sq_dists is None else self._sq_dists[runs],
         )
+        object.__setattr__(sub, "_shared", self._shared)
+        return sub
 
 
 class StructuralLoss:

@@ -6,7 +6,7 @@ import pytest
 
 from protoreg.config import load_config, loss_settings, resolved, validate
 from protoreg.errors import ConfigError
-from protoreg.plugins.pairing import PairingWarning, check_pairing
+from protoreg.plugins.pairing import PairingWarning, check_active
 from protoreg.plugins.registry import collect_datasets, collect_losses, get_plugin_manager
 
 
@@ -98,13 +98,13 @@ def test_pairing_warns_and_strict_errors(reg):
     losses = reg[0]
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        problems = check_pairing(["separation", "overlap"], losses, strict=False)
+        problems = check_active(["separation", "overlap"], losses, strict=False)
     msgs = [str(w.message) for w in rec if issubclass(w.category, PairingWarning)]
     assert len(problems) == 2 and len(msgs) == 2
     assert all("no compatible attractor" in m for m in msgs)
     assert "'separation'" in msgs[0] and "'coverage'" in msgs[0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert check_pairing(["coverage", "separation", "overlap"], losses, strict=False) == []
+        assert check_active(["coverage", "separation", "overlap"], losses, strict=False) == []
     with pytest.raises(ConfigError, match="pairing.strict.*no compatible attractor"):
-        check_pairing(["overlap"], losses, strict=True)
+        check_active(["overlap"], losses, strict=True)

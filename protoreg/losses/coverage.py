@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from protoreg import LossContext, StructuralLoss, hookimpl
+from protoreg import LossContext, StructuralLoss, functional, hookimpl
 
 
 class Coverage(StructuralLoss):
@@ -16,7 +16,7 @@ class Coverage(StructuralLoss):
     ``s`` the sample spacing. The soft minimum lies between the nearest and the mean squared
     distance, so ``L >= 0``; it is measured in units of the squared spacing.
 
-    The soft minimum is :meth:`LossContext.soft_min`, which takes the fastest exact path (in 1-D
+    :func:`protoreg.functional.coverage` with ``spacing``; the soft minimum takes the fastest exact path (in 1-D
     on large problems only the prototypes whose term can be non-zero: the same value up to
     summation order).
     """
@@ -27,9 +27,7 @@ class Coverage(StructuralLoss):
     vectorized = True
 
     def __call__(self, ctx: LossContext, *, tau: float | torch.Tensor) -> torch.Tensor:
-        s2 = ctx.per_run(ctx.spacing, 3).pow(2)
-        t = ctx.per_run(tau, 3) * s2  # (R,1,1)
-        return (ctx.soft_min(t) / s2).mean(dim=(1, 2))
+        return functional.coverage(ctx.prototypes, ctx.x, tau=ctx.per_run(tau, 3), spacing=ctx.per_run(ctx.spacing, 3), sq_dists=ctx.shared_sq_dists)
 
 
 @hookimpl

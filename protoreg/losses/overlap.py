@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from protoreg import LossContext, StructuralLoss, hookimpl
+from protoreg import LossContext, StructuralLoss, functional, hookimpl
 
 
 class Overlap(StructuralLoss):
@@ -24,9 +24,7 @@ class Overlap(StructuralLoss):
     vectorized = True
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
-        h = ctx.hidden  # (R,N,M)
-        # sum_{j,k} G_jk = 1/N sum_i (sum_j h_ij)^2 and tr G = 1/N sum_ij h_ij^2: O(NM), no Gram.
-        return (h.sum(-1).pow(2) - h.pow(2).sum(-1)).mean(-1)
+        return functional.overlap(ctx.hidden)  # (R,N,M) -> (R,)
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from protoreg import LossContext, StructuralLoss, hookimpl
+from protoreg import LossContext, StructuralLoss, functional, hookimpl
 
 
 class Separation(StructuralLoss):
@@ -23,14 +23,7 @@ class Separation(StructuralLoss):
     vectorized = True
 
     def __call__(self, ctx: LossContext, *, tau: float | torch.Tensor) -> torch.Tensor:
-        t = ctx.per_run(tau, 3) * ctx.per_run(ctx.spacing, 3).pow(2)
-        p = ctx.prototypes
-        m = p.shape[1]
-        if m < 2:
-            return p.sum(dim=(1, 2)) * 0.0
-        k = ctx.kernel(ctx.sq_dists_between(p, p), t)
-        off = k.sum(dim=(1, 2)) - k.diagonal(dim1=1, dim2=2).sum(-1)
-        return off / (m * (m - 1))
+        return functional.separation(ctx.prototypes, tau=ctx.per_run(tau, 3), spacing=ctx.per_run(ctx.spacing, 3))
 
 
 @hookimpl

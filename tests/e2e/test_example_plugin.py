@@ -18,7 +18,7 @@ import torch
 import protoreg
 from protoreg.config import active_losses, load_config, loss_settings
 from protoreg.errors import ConfigError
-from protoreg.plugins.pairing import PairingWarning, check_pairing
+from protoreg.plugins.pairing import PairingWarning, check_active
 from protoreg.plugins.registry import DISABLE_AUTOLOAD_ENV, Registry, collect_losses, get_plugin_manager
 from protoreg.training import build_group, run_spec
 
@@ -164,7 +164,7 @@ def test_spread_pushes_prototypes_away_from_their_centroid() -> None:
 # ----------------------------------------------------------------- pairing
 def _check(cfg, *, strict: bool):  # type: ignore[no-untyped-def]
     reg = Registry.load()
-    return check_pairing(active_losses(loss_settings(cfg, reg.losses)), reg.losses, strict=strict)
+    return check_active(active_losses(loss_settings(cfg, reg.losses)), reg.losses, strict=strict)
 
 
 def _prepare(*overrides: str) -> list[str]:

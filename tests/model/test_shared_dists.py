@@ -86,6 +86,7 @@ def test_shared_step_equals_the_separate_one(monkeypatch: pytest.MonkeyPatch) ->
         return real(a, b)
 
     monkeypatch.setattr(model_mod, "pairwise_sq_dists", counting)
+    monkeypatch.setattr(protoreg.functional, "pairwise_sq_dists", counting)  # the losses' own call
     assert shares_sq_dists(model, x)
     shared, shared_grads = objective_and_grads(module)
     n_shared = len(calls)
