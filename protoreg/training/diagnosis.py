@@ -55,7 +55,7 @@ def finite_per_run(grads: Iterable[torch.Tensor | None], like: torch.Tensor) -> 
     ok = torch.ones_like(like)
     for g in grads:
         if g is not None:
-            ok &= torch.isfinite(g).flatten(1).all(1)
+            ok &= torch.isfinite(g).reshape(g.shape[0], -1).all(1)
     return ok
 
 

@@ -131,8 +131,9 @@ class LossTerms(nn.Module):
         for vals, runs in groups.items():
             idx = torch.tensor(runs, device=ctx.x.device)
             sub = ctx.select(idx)
-            val = self._check_output(i, self._invoke(i, sub, _plain(term, keys, vals)), len(runs), sub)
+            val = self._check_output(i, self._invoke(i, sub, _plain(term, keys, vals)), len(runs), sub, last=False)
             out = out.index_add(0, idx, val)
+        self._checked.add(i)  # every group of the first call was checked
         return out
 
     def _invoke(self, i: int, ctx: LossContext, params: dict[str, Any]) -> Any:
@@ -167,9 +168,10 @@ class LossTerms(nn.Module):
             *[p._version for p in self._model_params[1]],
         )
 
-    def _check_output(self, i: int, val: Any, runs: int, ctx: LossContext) -> torch.Tensor:
+    def _check_output(self, i: int, val: Any, runs: int, ctx: LossContext, *, last: bool = True) -> torch.Tensor:
         """``val`` after checking it once per term: a tensor of shape (runs,), right dtype and
-        device, with a gradient path to the model."""
+        device, with a gradient path to the model. ``last=False``: more groups of runs of the
+        same call follow, and each is checked too (the caller marks the term checked)."""
         if i in self._checked:
             return val
         term = self.terms[i]
@@ -189,7 +191,8 @@ class LossTerms(nn.Module):
                 f"{where} returned a tensor with no gradient path to the model's parameters "
                 "(computed from tensors of its own?)"
             )
-        self._checked.add(i)
+        if last:
+            self._checked.add(i)
         return val
 
 
