@@ -101,35 +101,6 @@ class LossContext:
         a loss costs no second distance computation."""
         return self._sq_dists if self._shared else None
 
-    def soft_min(self, t: torch.Tensor) -> torch.Tensor:
-        """Per sample, the soft minimum over the prototypes of the squared distance,
-        ``-t log mean_j exp(-||x_i - p_j||^2 / t)``, shape (R, N, 1), for temperatures ``t``
-        (R, 1, 1) in squared input units (:func:`protoreg.functional.soft_min`, on the fastest
-        exact path: in 1-D on large problems only the prototypes whose term can be non-zero).
-        """
-        from protoreg.functional import soft_min
-
-        return soft_min(self.x, self.prototypes, t, sq_dists=self.shared_sq_dists)
-
-    @staticmethod
-    def kernel(sq: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """The Gaussian kernel ``exp(-sq / t)`` of squared distances ``sq``, with results below
-        the normal range flushed to exactly 0 (:func:`protoreg.model.kernels.exp_flushed`: the
-        same values as ``torch.exp`` otherwise, and 10-20x faster on CPU where many underflow)."""
-        from protoreg.model.kernels import exp_flushed
-
-        return exp_flushed(sq / -t)  # a float or a tensor temperature
-
-    @staticmethod
-    def sq_dists_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Squared Euclidean distances ``(R, P, d) x (R, Q, d) -> (R, P, Q)``: exact for small
-        problems and in 1-D, one batched matrix product for large high-dimensional ones
-        (:func:`protoreg.model.mlp.pairwise_sq_dists`); e.g. between prototypes,
-        ``ctx.sq_dists_between(ctx.prototypes, ctx.prototypes)``."""
-        from protoreg.model.mlp import pairwise_sq_dists
-
-        return pairwise_sq_dists(a, b)
-
     def sq_dists_version(self) -> int:
         """In-place changes of :attr:`sq_dists` since it was computed (0 before), without computing it."""
         if self._sq_dists is None:

@@ -13,16 +13,21 @@ from protoreg.plugin_api import Dataset
 
 
 class Generated2D(Dataset):
-    """A scikit-learn generator of labelled 2-D points (subclasses implement :meth:`generate`)."""
+    """A scikit-learn generator of labelled 2-D points: ``sklearn.datasets.<maker>`` with
+    ``noise`` as its noise (subclasses set ``maker``, or override :meth:`generate`)."""
 
     dim = 2
     targets = ("label", "onehot")
     #: Number of classes (one-hot columns).
     n_classes: ClassVar[int] = 2
+    #: The ``sklearn.datasets`` function, called as ``maker(n_samples=n, noise=noise, random_state=state)``.
+    maker: ClassVar[str] = ""
 
-    def generate(self, n: int, noise: float, state: int) -> tuple[Any, Any]:  # pragma: no cover - abstract
+    def generate(self, n: int, noise: float, state: int) -> tuple[Any, Any]:
         """``(x (n, 2), labels (n,))`` from scikit-learn."""
-        raise NotImplementedError
+        from sklearn import datasets  # scikit-learn is slow to import: only when used
+
+        return getattr(datasets, self.maker)(n_samples=n, noise=noise, random_state=state)
 
     def load(self, data: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
         require(self, data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from protoreg.datasets._generated import Generated2D
 from protoreg.plugin_api import hookimpl
@@ -13,11 +13,7 @@ class Circles(Generated2D):
 
     name = "circles"
     defaults = {"noise": 0.05}
-
-    def generate(self, n: int, noise: float, state: int) -> tuple[Any, Any]:
-        from sklearn import datasets  # scikit-learn is slow to import: only when used
-
-        return datasets.make_circles(n_samples=n, noise=noise, random_state=state)
+    maker = "make_circles"
 
 
 @hookimpl

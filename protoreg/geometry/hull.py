@@ -339,6 +339,26 @@ def _start_corrals(corral: Tensor, weights: Tensor, nn: Tensor, width: int) -> t
     return c, w
 
 
+def _apply_hint(
+    hint: tuple[Tensor, Tensor], open_: Tensor, pq: Tensor, xn: Tensor, run: Tensor, flat: Tensor,
+    corral: Tensor, weights: Tensor, u: Tensor, l: Tensor, chunk_bytes: int,
+) -> None:
+    """Stage 2 of :func:`_solve_queries`, in place: the bounds at the previous call's convex
+    combinations for the ``open_`` queries, whose corral and weights replace the nearest input
+    where they are nearer."""
+    hc = hint[0].reshape(-1, hint[0].shape[-1])[flat[open_]]
+    hw = hint[1].reshape(-1, hint[1].shape[-1])[flat[open_]]
+    uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, chunk_bytes)
+    better = uh < u[open_]
+    upd = open_[better]
+    corral[upd] = -1
+    corral[upd, : hc.shape[1]] = hc[better]
+    weights[upd] = 0.0
+    weights[upd, : hw.shape[1]] = hw[better]
+    u[open_] = torch.minimum(u[open_], uh)
+    l[open_] = torch.maximum(l[open_], lh)
+
+
 def _solve_queries(
     pq: Tensor,
     xn: Tensor,
@@ -379,18 +399,7 @@ def _solve_queries(
     done = _stop_rule(u, l, u, tol, threshold, both)
     hint = warm.hint(R, M, N, kcap, device) if warm is not None else None
     if hint is not None and not bool(done.all()):
-        open_ = (~done).nonzero().squeeze(1)
-        hc = hint[0].reshape(R * M, -1)[flat[open_]]
-        hw = hint[1].reshape(R * M, -1)[flat[open_]]
-        uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, chunk_bytes)
-        better = uh < u[open_]
-        upd = open_[better]
-        corral[upd] = -1
-        corral[upd, : hc.shape[1]] = hc[better]
-        weights[upd] = 0.0
-        weights[upd, : hw.shape[1]] = hw[better]
-        u[open_] = torch.minimum(u[open_], uh)
-        l[open_] = torch.maximum(l[open_], lh)
+        _apply_hint(hint, (~done).nonzero().squeeze(1), pq, xn, run, flat, corral, weights, u, l, chunk_bytes)
         done = _stop_rule(u, l, u, tol, threshold, both)
     todo = (~done).nonzero().squeeze(1)
     iters = unresolved = 0
