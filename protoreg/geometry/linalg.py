@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+#: A corral column whose QR pivot is at most this share of its norm counts as dependent on the
+#: others (its least-squares solve then takes the SVD's minimum-norm solution).
+_QR_INDEPENDENT = 1e-9
 
 
 def _run_scores(z: Tensor, run: Tensor, xt: Tensor) -> Tensor:
@@ -131,19 +134,46 @@ def _corral_lstsq(xs: Tensor, mask: Tensor, p: Tensor) -> Tensor:
         for ``E = [x_k - x_0]`` (minimum-norm solution when rank deficient),
         ``mu_k = c_k`` and ``mu_0 = 1 - sum(c)``.
     """
-    a = xs.shape[0]
+    a, K, d = xs.shape
     ar = torch.arange(a, device=xs.device)
     ref = mask.to(torch.int8).argmax(dim=1)
     x0 = xs[ar, ref]
     use = mask.clone()
     use[ar, ref] = False
-    E = torch.where(use[:, :, None], xs - x0[:, None, :], 0.0).transpose(1, 2).contiguous()
-    rhs = (p - x0)[:, :, None]
-    if E.device.type == "cpu":
-        # SVD-based driver: rank-deficient (zero) columns are expected
-        c = torch.linalg.lstsq(E, rhs, driver="gelsd").solution[..., 0]
-    else:
-        c = (torch.linalg.pinv(E) @ rhs)[..., 0]
-    c = torch.where(use, c, 0.0)
+    k = use.sum(dim=1)
+    order = (~use).to(torch.int8).argsort(dim=1, stable=True)  # used slots first
+    b = p - x0
+    c = torch.zeros(a, K, dtype=xs.dtype, device=xs.device)
+    for kk in torch.unique(k).tolist():
+        if kk == 0:
+            continue
+        r = (k == kk).nonzero().squeeze(1)
+        cols = order[r, :kk]
+        E = (xs[r[:, None], cols] - x0[r, None, :]).transpose(1, 2)  # (g, d, kk), kk <= d
+        c[r[:, None], cols] = _independent_lstsq(E, b[r])
     c[ar, ref] = 1.0 - c.sum(dim=1)
     return torch.where(mask, c, 0.0)
+
+
+def _independent_lstsq(E: Tensor, b: Tensor) -> Tensor:
+    """``argmin_c ||E c - b||`` for (g, d, k) ``E`` with ``k <= d`` and (g, d) ``b``.
+
+    Householder QR (``geqrf``, ``Q^T b`` by ``ormqr``, a triangular solve) where every pivot
+    ``|R_jj|`` exceeds :data:`_QR_INDEPENDENT` times its column's norm: backward stable, and
+    several times faster than an SVD for the corrals' shapes. Rows with (numerically) dependent
+    columns get the minimum-norm solution from the SVD (``gelsd``; the pseudo-inverse off CPU).
+    """
+    k = E.shape[2]
+    rhs = b[:, :, None]
+    qr, tau = torch.geqrf(E)
+    R = qr[:, :k, :k].triu()
+    c = torch.linalg.solve_triangular(R, torch.ormqr(qr, tau, rhs, transpose=True)[:, :k], upper=True)[..., 0]
+    pivots = R.diagonal(dim1=1, dim2=2).abs()
+    ok = (pivots > _QR_INDEPENDENT * torch.linalg.vector_norm(E, dim=1)).all(dim=1) & torch.isfinite(c).all(dim=1)
+    if not bool(ok.all()):
+        r = (~ok).nonzero().squeeze(1)
+        if E.device.type == "cpu":
+            c[r] = torch.linalg.lstsq(E[r], rhs[r], driver="gelsd").solution[..., 0]
+        else:
+            c[r] = (torch.linalg.pinv(E[r]) @ rhs[r])[..., 0]
+    return c
