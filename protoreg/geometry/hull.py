@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from protoreg.geometry._common import _F64, _check_pair, _check_points
 from protoreg.geometry.linalg import _run_scores
-from protoreg.geometry.solver import _stop_rule, _wolfe_bounds
+from protoreg.geometry.solver import _float32_ok, _score_error, _stop_rule, _wolfe_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -251,34 +252,57 @@ def _far_distances(P: Tensor, center: Tensor, far: Tensor) -> Tensor:
     return torch.where(fin_c, far_d, far_d2)
 
 
-def _bounds_at(q: Tensor, p: Tensor, run: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+class _Search(NamedTuple):
+    """The inputs for lower bounds ``min_i <x_i, z>``: ``xt`` (R, d, N) float64, and where
+    its certified error is far below every tolerance, ``xt32`` (its float32 copy, half the
+    time) and ``err`` (R,), the bound of :func:`~protoreg.geometry.solver._score_error`."""
+
+    xt: Tensor
+    xt32: Tensor | None
+    err: Tensor | None
+
+
+def _search(xn: Tensor, tol: Tensor, run: Tensor) -> _Search:
+    """:class:`_Search` for normalised inputs ``xn`` and queries of runs ``run`` with tolerances
+    ``tol`` (float32 by the solver's rule, :func:`~protoreg.geometry.solver._float32_ok`)."""
+    R, N, d = xn.shape
+    err = _score_error((xn * xn).sum(-1), d)
+    low = _float32_ok(err, run, tol, N, d)
+    return _Search(xn.transpose(1, 2), xn.float().transpose(1, 2) if low else None, err if low else None)
+
+
+def _bounds_at(q: Tensor, p: Tensor, run: Tensor, search: _Search) -> tuple[Tensor, Tensor]:
     """Certificates of the feasible points ``q`` (a, d) for the queries ``p`` (a, d).
 
     ``ub = ||q - p||`` (``q`` is a convex combination of inputs) and the separating-hyperplane
     bound ``lb = max(0, (min_i <x_i, q - p> - <q - p, p>) / ub)`` (the hyperplane through ``q``
-    normal to ``p - q``): ``lb <= dist <= ub``.
+    normal to ``p - q``): ``lb <= dist <= ub``. The minimum is searched in float32 where
+    ``search`` says so, minus its certified error (a valid, slightly weaker ``lb``).
     """
     z = q - p
     ub = torch.linalg.vector_norm(z, dim=1)
-    smin = _run_scores(z, run, xt).amin(dim=1)
+    if search.xt32 is None or search.err is None:
+        smin = _run_scores(z, run, search.xt).amin(dim=1)
+    else:
+        smin = _run_scores(z.float(), run, search.xt32).amin(dim=1).double() - search.err[run] * ub
     safe = torch.where(ub > 0, ub, torch.ones_like(ub))
     lb = torch.where(ub > 0, ((smin - (z * p).sum(-1)) / safe).clamp(min=0.0), torch.zeros_like(ub))
     return ub, lb
 
 
-def _screen(pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, chunk_bytes: int) -> tuple[Tensor, Tensor, Tensor]:
+def _screen(pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, search: _Search, chunk_bytes: int) -> tuple[Tensor, Tensor, Tensor]:
     """Nearest input of every query and the certificates there, in chunks: ``(nn, ub, lb)``.
 
     The nearest input is searched in float32 (a BLAS product, ``O(Q N d)``); ``ub``, its
     distance, is then computed exactly in float64, so it is a certified upper bound whichever
     input the search picked. The separating-hyperplane bound ``lb`` (another ``O(N d)`` per
-    query, float64) is computed only where ``ub > tol`` (elsewhere ``ub - 0 <= tol`` already
+    query, by ``search``) is computed only where ``ub > tol`` (elsewhere ``ub - 0 <= tol`` already
     settles the distance, and ``lb = 0``).
     """
     R, N, d = xn.shape
     Q = pq.shape[0]
     x32 = xn.float()
-    xt32, xt = x32.transpose(1, 2), xn.transpose(1, 2)
+    xt32 = x32.transpose(1, 2)
     sq32 = (x32 * x32).sum(-1)
     nn = torch.empty(Q, dtype=torch.long, device=pq.device)
     block = max(1, chunk_bytes // (4 * (2 * N + 2 * d)))
@@ -292,11 +316,13 @@ def _screen(pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, chunk_bytes: int) 
     block = max(1, chunk_bytes // (8 * (2 * N + 4 * d)))
     for s in range(0, need.numel(), block):
         a = need[s : s + block]
-        lb[a] = _bounds_at(xn[run[a], nn[a]], pq[a], run[a], xt)[1]
+        lb[a] = _bounds_at(xn[run[a], nn[a]], pq[a], run[a], search)[1]
     return nn, ub, lb
 
 
-def _hint_bounds(pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: Tensor, chunk_bytes: int) -> tuple[Tensor, Tensor]:
+def _hint_bounds(
+    pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: Tensor, search: _Search, chunk_bytes: int
+) -> tuple[Tensor, Tensor]:
     """Certificates at the stored convex combinations ``sum_k weights[a, k] x[corral[a, k]]``.
 
     Rows without a stored corral (``corral[a, 0] < 0``) or with weights that are not a convex
@@ -304,7 +330,6 @@ def _hint_bounds(pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: T
     """
     R, N, d = xn.shape
     Q, K = corral.shape
-    xt = xn.transpose(1, 2)
     ub = torch.full((Q,), math.inf, dtype=_F64, device=pq.device)
     lb = torch.zeros(Q, dtype=_F64, device=pq.device)
     valid = corral >= 0
@@ -317,7 +342,7 @@ def _hint_bounds(pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: T
         a = rows[s : s + block]
         xs = xn[run[a, None], corral[a].clamp(min=0)]  # (b, K, d)
         q = torch.bmm((w[a] / total[a, None])[:, None, :], xs).squeeze(1)
-        ub[a], lb[a] = _bounds_at(q, pq[a], run[a], xt)
+        ub[a], lb[a] = _bounds_at(q, pq[a], run[a], search)
     return ub, lb
 
 
@@ -341,14 +366,14 @@ def _start_corrals(corral: Tensor, weights: Tensor, nn: Tensor, width: int) -> t
 
 def _apply_hint(
     hint: tuple[Tensor, Tensor], open_: Tensor, pq: Tensor, xn: Tensor, run: Tensor, flat: Tensor,
-    corral: Tensor, weights: Tensor, u: Tensor, l: Tensor, chunk_bytes: int,
+    corral: Tensor, weights: Tensor, u: Tensor, l: Tensor, search: _Search, chunk_bytes: int,
 ) -> None:
     """Stage 2 of :func:`_solve_queries`, in place: the bounds at the previous call's convex
     combinations for the ``open_`` queries, whose corral and weights replace the nearest input
     where they are nearer."""
     hc = hint[0].reshape(-1, hint[0].shape[-1])[flat[open_]]
     hw = hint[1].reshape(-1, hint[1].shape[-1])[flat[open_]]
-    uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, chunk_bytes)
+    uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, search, chunk_bytes)
     better = uh < u[open_]
     upd = open_[better]
     corral[upd] = -1
@@ -392,14 +417,15 @@ def _solve_queries(
     R, N, d = xn.shape
     Q = pq.shape[0]
     kcap = min(N, d + 1)
-    nn, u, l = _screen(pq, xn, run, tol, chunk_bytes)
+    search = _search(xn, tol, run)
+    nn, u, l = _screen(pq, xn, run, tol, search, chunk_bytes)
     corral = torch.full((Q, kcap), -1, dtype=torch.long, device=device)
     weights = torch.zeros((Q, kcap), dtype=_F64, device=device)
     corral[:, 0], weights[:, 0] = nn, 1.0
     done = _stop_rule(u, l, u, tol, threshold, both)
     hint = warm.hint(R, M, N, kcap, device) if warm is not None else None
     if hint is not None and not bool(done.all()):
-        _apply_hint(hint, (~done).nonzero().squeeze(1), pq, xn, run, flat, corral, weights, u, l, chunk_bytes)
+        _apply_hint(hint, (~done).nonzero().squeeze(1), pq, xn, run, flat, corral, weights, u, l, search, chunk_bytes)
         done = _stop_rule(u, l, u, tol, threshold, both)
     todo = (~done).nonzero().squeeze(1)
     iters = unresolved = 0

@@ -115,6 +115,13 @@ def _score_error(sq: Tensor, d: int) -> Tensor:
     return 2.0 * c_d * sq.amax(dim=1).sqrt()
 
 
+def _float32_ok(err: Tensor, run: Tensor, tol: Tensor, N: int, d: int) -> bool:
+    """Whether searches may run in float32: the certified error ``err`` (R,) of
+    :func:`_score_error` is at most :data:`_F32_SHARE` of every query's tolerance ``tol``
+    (queries of runs ``run``) and the products are large enough for the halved time to matter."""
+    return run.numel() > 0 and bool((err[run] <= _F32_SHARE * tol).all()) and N * d >= _F32_MIN_WORK
+
+
 def _stop_rule(ub: Tensor, lb: Tensor, dist: Tensor, tol: Tensor, threshold: Tensor | None, both: bool) -> Tensor:
     """Which queries are finished, given their bounds ``lb <= dist <= ub``.
 
@@ -514,7 +521,7 @@ def _wolfe_bounds(
     sq = (xn * xn).sum(-1)
     err = _score_error(sq, d)
     # float32 search where its certified error is far below every query's tolerance
-    low = bool((err[run] <= _F32_SHARE * tol_q).all()) and N * d >= _F32_MIN_WORK
+    low = _float32_ok(err, run, tol_q, N, d)
     prob = _Problem(
         p=p, xn=xn, run=run, xt=xn.transpose(1, 2), sq=sq,
         gram_flat=gram.reshape(-1) if gram is not None else None, kcap=min(N, d + 1),

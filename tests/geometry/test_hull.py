@@ -537,11 +537,13 @@ def test_warm_start_skips_the_solver_for_prototypes_its_combinations_settle(monk
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 3]), k=st.integers(1, 4))
-def test_hint_bounds_bracket_the_exact_distance(seed: int, d: int, k: int) -> None:
+@given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 3]), k=st.integers(1, 4), low=st.booleans())
+def test_hint_bounds_bracket_the_exact_distance(seed: int, d: int, k: int, low: bool) -> None:
     """The certificates at any stored combination (arbitrary corrals and non-negative weights,
-    unused slots, repeated points) bracket the exact distance; rows without a corral get (inf, 0)."""
-    from protoreg.geometry.hull import _hint_bounds
+    unused slots, repeated points) bracket the exact distance, with the float64 search and with
+    the float32 one less its error bound; rows without a corral get (inf, 0)."""
+    from protoreg.geometry.hull import _hint_bounds, _Search
+    from protoreg.geometry.solver import _score_error
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((8, d))
@@ -549,7 +551,10 @@ def test_hint_bounds_bracket_the_exact_distance(seed: int, d: int, k: int) -> No
     corral = torch.as_tensor(rng.integers(-1, 8, size=(12, k)))
     corral[:6, 0] = torch.as_tensor(rng.integers(0, 8, size=6))
     weights = torch.as_tensor(rng.random((12, k)))
-    ub, lb = _hint_bounds(t64(p), t64(x)[None], torch.zeros(12, dtype=torch.long), corral, weights, 1 << 20)
+    xn = t64(x)[None]
+    xt = xn.transpose(1, 2)
+    search = _Search(xt, xt.float(), _score_error((xn * xn).sum(-1), d)) if low else _Search(xt, None, None)
+    ub, lb = _hint_bounds(t64(p), xn, torch.zeros(12, dtype=torch.long), corral, weights, search, 1 << 20)
     exact = np.array([exact_distance(q, x) for q in p])
     has = (corral[:, 0] >= 0).numpy()
     assert np.all(ub.numpy()[has] >= exact[has] - 1e-9) and np.all(lb.numpy() <= exact + 1e-9)

@@ -193,7 +193,8 @@ def test_float32_scores_stay_within_their_certified_error() -> None:
 def test_the_float32_search_keeps_every_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Image-like data large enough for the float32 vertex search: the bounds bracket the
     solver's float64 distance at a tight tolerance, the flags equal the float64 run's, and the
-    search does run in float32."""
+    searches (the solver's and the screening bounds') do run in float32."""
+    import protoreg.geometry.hull as hull
     import protoreg.geometry.solver as solver
 
     gen = torch.Generator().manual_seed(11)
@@ -211,14 +212,20 @@ def test_the_float32_search_keeps_every_certificate(monkeypatch: pytest.MonkeyPa
         seen.append(self.xt32 is not None)
 
     monkeypatch.setattr(solver._Problem, "__init__", spy)
+    real_search = hull._search
+    searches = []
+    monkeypatch.setattr(hull, "_search", lambda *a: searches.append(real_search(*a)) or searches[-1])
     hc = hull_check(p, x)
     assert seen and all(seen)
+    assert searches and all(s.xt32 is not None for s in searches)
     ref = hull_distance(p, x, tol=1e-10)
     assert bool((hc.lower <= ref + 1e-9).all()) and bool((ref <= hc.distance + 1e-9).all())
     assert float((hc.distance - ref).max()) <= float(hc.tol[0]) + 1e-9
     monkeypatch.setattr(solver, "_F32_SHARE", 0.0)  # float64 search everywhere
     seen.clear()
+    searches.clear()
     hc64 = hull_check(p, x)
     assert seen and not any(seen)
+    assert searches and all(s.xt32 is None for s in searches)
     assert torch.equal(hc.outside, hc64.outside)
     assert 0 < int(hc.outside.sum()) < p.shape[1]
