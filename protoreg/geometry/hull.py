@@ -253,12 +253,13 @@ def _far_distances(P: Tensor, center: Tensor, far: Tensor) -> Tensor:
 
 
 class _Search(NamedTuple):
-    """The inputs for lower bounds ``min_i <x_i, z>``: ``xt`` (R, d, N) float64, and where
-    its certified error is far below every tolerance, ``xt32`` (its float32 copy, half the
-    time) and ``err`` (R,), the bound of :func:`~protoreg.geometry.solver._score_error`."""
+    """The inputs for lower bounds ``min_i <x_i, z>``: ``xt`` (R, d, N) float64, its float32
+    copy ``xt32``, and ``err`` (R,), the error bound of
+    :func:`~protoreg.geometry.solver._score_error` where float32 searches are certified well
+    enough (``None``: search in float64)."""
 
     xt: Tensor
-    xt32: Tensor | None
+    xt32: Tensor
     err: Tensor | None
 
 
@@ -267,8 +268,7 @@ def _search(xn: Tensor, tol: Tensor, run: Tensor) -> _Search:
     ``tol`` (float32 by the solver's rule, :func:`~protoreg.geometry.solver._float32_ok`)."""
     R, N, d = xn.shape
     err = _score_error((xn * xn).sum(-1), d)
-    low = _float32_ok(err, run, tol, N, d)
-    return _Search(xn.transpose(1, 2), xn.float().transpose(1, 2) if low else None, err if low else None)
+    return _Search(xn.transpose(1, 2), xn.float().transpose(1, 2), err if _float32_ok(err, run, tol, N, d) else None)
 
 
 def _bounds_at(q: Tensor, p: Tensor, run: Tensor, search: _Search) -> tuple[Tensor, Tensor]:
@@ -281,7 +281,7 @@ def _bounds_at(q: Tensor, p: Tensor, run: Tensor, search: _Search) -> tuple[Tens
     """
     z = q - p
     ub = torch.linalg.vector_norm(z, dim=1)
-    if search.xt32 is None or search.err is None:
+    if search.err is None:
         smin = _run_scores(z, run, search.xt).amin(dim=1)
     else:
         smin = _run_scores(z.float(), run, search.xt32).amin(dim=1).double() - search.err[run] * ub
@@ -301,15 +301,15 @@ def _screen(pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, search: _Search, c
     """
     R, N, d = xn.shape
     Q = pq.shape[0]
-    x32 = xn.float()
-    xt32 = x32.transpose(1, 2)
+    xt32 = search.xt32
+    x32 = xt32.transpose(1, 2)
     sq32 = (x32 * x32).sum(-1)
     nn = torch.empty(Q, dtype=torch.long, device=pq.device)
     block = max(1, chunk_bytes // (4 * (2 * N + 2 * d)))
     for s in range(0, Q, block):
         r = run[s : s + block]
         nn[s : s + block] = (sq32[r] - 2.0 * _run_scores(pq[s : s + block].float(), r, xt32)).argmin(dim=1)
-    del x32, xt32, sq32
+    del x32, sq32
     ub = torch.linalg.vector_norm(xn[run, nn] - pq, dim=1)
     lb = torch.zeros(Q, dtype=_F64, device=pq.device)
     need = (ub > tol).nonzero().squeeze(1)
@@ -454,7 +454,7 @@ def _solve_queries(
             w_out = torch.zeros((idx.numel(), kcap), dtype=_F64, device=device)
             ub_c, lb_c, it_c, un_c = _wolfe_bounds(
                 pq[idx], xn, run[idx], gram, tol=tol[idx], threshold=None if threshold is None else threshold[idx],
-                max_iter=its, corral_out=c_out, weights_out=w_out, both=both, near=nn[idx],
+                max_iter=its, corral_out=c_out, weights_out=w_out, both=both, near=nn[idx], xt32=search.xt32,
                 # the last pass continues where the first stopped
                 start=_start_corrals(corral[idx], weights[idx], nn[idx], k1 - 1) if last and (two or resume) else None,
             )

@@ -456,6 +456,7 @@ def _wolfe_bounds(
     both: bool = False,
     near: Tensor | None = None,
     start: tuple[Tensor, Tensor] | None = None,
+    xt32: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int, int]:
     """Certified bounds on ``dist(p[a], conv xn[run[a]])`` for every query.
 
@@ -499,6 +500,9 @@ def _wolfe_bounds(
     start : (Tensor, Tensor), shapes (Q, K), optional
         Start corrals instead (input indices, ``-1`` for unused slots, used slots first, at
         least one per row) and their convex weights: a warm start from an earlier solve.
+    xt32 : Tensor, shape (R, d, N), float32, optional
+        ``xn.transpose(1, 2)`` in float32, when the caller holds it already (else copied here
+        if the float32 search is used).
 
     Returns
     -------
@@ -527,7 +531,7 @@ def _wolfe_bounds(
         gram_flat=gram.reshape(-1) if gram is not None else None, kcap=min(N, d + 1),
         tol=tol_q, threshold=thr_q, ub_out=ub_out, lb_out=lb_out, corral_out=corral_out,
         weights_out=weights_out, both=both,
-        xt32=xn.float().transpose(1, 2) if low else None, score_err=err if low else None,
+        xt32=(xt32 if xt32 is not None else xn.float().transpose(1, 2)) if low else None, score_err=err if low else None,
     )
     st = _start(prob, near, start)
     it = 0

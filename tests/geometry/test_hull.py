@@ -553,7 +553,7 @@ def test_hint_bounds_bracket_the_exact_distance(seed: int, d: int, k: int, low: 
     weights = torch.as_tensor(rng.random((12, k)))
     xn = t64(x)[None]
     xt = xn.transpose(1, 2)
-    search = _Search(xt, xt.float(), _score_error((xn * xn).sum(-1), d)) if low else _Search(xt, None, None)
+    search = _Search(xt, xt.float(), _score_error((xn * xn).sum(-1), d) if low else None)
     ub, lb = _hint_bounds(t64(p), xn, torch.zeros(12, dtype=torch.long), corral, weights, search, 1 << 20)
     exact = np.array([exact_distance(q, x) for q in p])
     has = (corral[:, 0] >= 0).numpy()

@@ -217,7 +217,7 @@ def test_the_float32_search_keeps_every_certificate(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(hull, "_search", lambda *a: searches.append(real_search(*a)) or searches[-1])
     hc = hull_check(p, x)
     assert seen and all(seen)
-    assert searches and all(s.xt32 is not None for s in searches)
+    assert searches and all(s.err is not None for s in searches)
     ref = hull_distance(p, x, tol=1e-10)
     assert bool((hc.lower <= ref + 1e-9).all()) and bool((ref <= hc.distance + 1e-9).all())
     assert float((hc.distance - ref).max()) <= float(hc.tol[0]) + 1e-9
@@ -226,6 +226,6 @@ def test_the_float32_search_keeps_every_certificate(monkeypatch: pytest.MonkeyPa
     searches.clear()
     hc64 = hull_check(p, x)
     assert seen and not any(seen)
-    assert searches and all(s.xt32 is None for s in searches)
+    assert searches and all(s.err is None for s in searches)
     assert torch.equal(hc.outside, hc64.outside)
     assert 0 < int(hc.outside.sum()) < p.shape[1]
