@@ -17,7 +17,9 @@ to 12 digits). Cases:
 * ``mnist5k-baseline``: the same without any structural loss;
 * ``64:20000``: ``benchmarks/scale.py``'s 64-D uniform case at N = M = 20,000 (minibatch 1,024, 50 steps).
 
-Solvers: ``lapjvh`` (``lapx``'s rectangular Jonker-Volgenant kernel, protoreg's), ``lapjvr`` (``lapx``'s other rectangular JV kernel), ``scipy``
+Solvers: ``lapjvh`` (``lapx``'s rectangular Jonker-Volgenant kernel, protoreg's), ``lapjvr`` (``lapx``'s other rectangular JV kernel),
+on request (``--solver``) ``lapx``'s ``lapjvs`` (float64 kernel), ``lapjvs32`` (its float32 kernel: the
+optimum of the rounded costs), ``lapjvc`` and ``lapjvx``; ``scipy``
 (``scipy.optimize.linear_sum_assignment``, shortest augmenting paths), ``pot`` (POT's network
 simplex ``ot.emd``, when POT is installed). Solvers other than ``lapjvh`` are skipped above
 ``--max-others`` pairs (default 5,000 x 5,000: scipy and the network simplex take minutes beyond).
@@ -39,7 +41,8 @@ CASES = {
     "mnist5k-baseline": ["data.path={out}/mnist5k.npz", "train.batch_size=512", "train.steps=100", "losses.coverage.weight=0"],
     "64:20000": ["data.n=20000", "data.dim=64", "train.batch_size=1024", "train.steps=50"],
 }
-SOLVERS = ("lapjvh", "lapjvr", "scipy", "pot")
+SOLVERS = ("lapjvh", "lapjvr", "lapjvs", "lapjvs32", "lapjvc", "lapjvx", "scipy", "pot")
+DEFAULT_SOLVERS = ("lapjvh", "lapjvr", "scipy", "pot")
 
 
 def write_mnist(out: Path) -> None:
@@ -56,6 +59,14 @@ def solve(name: str, cost: np.ndarray) -> tuple[float, float]:
         import lap
 
         r, c = getattr(lap, name)(cost, extend_cost=True, return_cost=False)
+    elif name in ("lapjvs", "lapjvs32"):  # lapjvs32: float32 kernel, solves the rounded problem
+        import lap
+
+        r, c = lap.lapjvs(cost, return_cost=False, prefer_float32=name == "lapjvs32")
+    elif name in ("lapjvc", "lapjvx"):
+        import lap
+
+        r, c = getattr(lap, name)(cost, return_cost=False)
     elif name == "scipy":
         from scipy.optimize import linear_sum_assignment
 
@@ -75,12 +86,13 @@ def main() -> None:
     ap.add_argument("--case", action="append", choices=sorted(CASES), default=None)
     ap.add_argument("--solver", action="append", choices=SOLVERS, default=None)
     ap.add_argument("--max-others", type=int, default=5000 * 5000, help="most pairs for the solvers other than lapjvh")
+    ap.add_argument("--first", type=int, default=None, help="match only the first K prototypes and inputs of each case")
     ap.add_argument("--out", default=None, help="folder for the data and the run directories (default: a temporary one)")
     args = ap.parse_args()
     import protoreg
     from protoreg.evaluation.matching import _cost_matrix
 
-    solvers = args.solver or [s for s in SOLVERS if s != "pot" or _has_pot()]
+    solvers = args.solver or [s for s in DEFAULT_SOLVERS if s != "pot" or _has_pot()]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +108,8 @@ def main() -> None:
             train = time.perf_counter() - t0
             x, _ = protoreg.load_data(*over)
             p, x = np.asarray(run.prototypes, dtype=np.float64), np.asarray(x, dtype=np.float64)
+            if args.first:
+                p, x = p[: args.first], x[: args.first]
             shape = f"{p.shape[0]} x {x.shape[0]} x {x.shape[1]}"
             print(f"{case:<17} {shape:>18} (trained in {train:.0f} s)", flush=True)
             from protoreg.evaluation.matching import optimal_matching
