@@ -28,7 +28,8 @@ _COST_BLOCK_ELEMENTS = 1 << 22
 DENSE_MAX_ELEMENTS = 1 << 16
 
 #: Relative accuracy of every entry of the cost matrix of the d >= 2 solver (:func:`_cost_matrix`):
-#: the matching found costs at most ``(1 + 2.1 MATCHING_REL_TOL)`` times the optimum.
+#: the matching found costs at most ``(1 + 2.1 MATCHING_REL_TOL)`` times the optimum, or
+#: ``(1 + 3.1 MATCHING_REL_TOL)`` where a float32 solve is certified (:func:`_match_lapjv32`).
 MATCHING_REL_TOL = 1e-12
 
 #: How :func:`optimal_matching` solved a problem (see :attr:`Matching.method`).
@@ -44,7 +45,8 @@ class Matching:
     distances: np.ndarray  #: (K,) float64, ``inf`` for a matched non-finite prototype
     #: one of :data:`MATCHING_METHODS`: ``dense`` (small problems, non-finite inputs),
     #: ``sorted`` (1-D, as many finite prototypes as samples), ``sorted-dp`` (1-D, different
-    #: counts), ``lapjv`` (d >= 2: Jonker-Volgenant on the float64 cost matrix)
+    #: counts), ``lapjv`` (d >= 2: Jonker-Volgenant on the float64 cost matrix, or on its float32
+    #: rounding with a float64 dual certificate from 8,192 x 8,192 pairs on)
     method: str
 
 
@@ -193,8 +195,10 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
       (``lap.lapjvh`` of the ``lapx`` package, rectangular without padding) on the float64 cost
       matrix of :func:`_cost_matrix` (every entry within :data:`MATCHING_REL_TOL` of the exact
       distance): 8 M N bytes (:func:`matching_bytes`), O(M N d) to build by BLAS, then
-      augmenting paths; measured on 2 cores: 0.06 s at M = N = 5,000 in 784-D for prototypes
-      on their inputs, 70 s at M = N = 20,000 in 64-D for uniform ones (docs/performance.md).
+      augmenting paths; from :data:`LAPJV_FLOAT32_MIN_PAIRS` pairs on the solve runs on the
+      matrix's float32 rounding (12 M N bytes in all) and is accepted only with a float64 dual
+      certificate (:func:`~protoreg.evaluation.lapcert.assignment_gap`), else solved again in
+      float64 (:func:`_match_lapjv32`). Measured on 2 cores in docs/performance.md.
 
     Shapes: p (M, d), x (N, d) -> :class:`Matching` with proto_idx increasing.
     """
@@ -226,12 +230,52 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
 
 def _match_lapjv(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Optimal pairs (rows of p, rows of x) matching every point of the smaller of finite p, x
-    (d >= 2): ``lap.lapjvh`` on :func:`_cost_matrix`."""
+    (d >= 2): ``lap.lapjvh`` on :func:`_cost_matrix`; from :data:`LAPJV_FLOAT32_MIN_PAIRS` pairs
+    on, :func:`_match_lapjv32`."""
     if p.shape[0] == 0 or x.shape[0] == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if p.shape[0] * x.shape[0] >= LAPJV_FLOAT32_MIN_PAIRS:
+        return _match_lapjv32(p, x)
     cost, _ = _cost_matrix(p, x)
     rows, cols = lap.lapjvh(cost, extend_cost=True, return_cost=False)
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+
+#: From this many prototype-input pairs on (8,192 x 8,192), the d >= 2 matching solves in float32
+#: and certifies in float64 (:func:`_match_lapjv32`): where the float64 solve takes minutes
+#: (694 s at M = N = 20,000 in 64-D), the float32 kernel moves half the bytes. Below it the float64
+#: solve takes seconds, so smaller problems keep it.
+LAPJV_FLOAT32_MIN_PAIRS = 1 << 26
+
+
+def _match_lapjv32(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_match_lapjv` for large problems: the Jonker-Volgenant solve of the float32-rounded
+    cost matrix (``lap.lapjvs``'s float32 kernel when square, ``lap.lapjvh`` with
+    ``precision='float32'`` when rectangular), accepted when the dual certificate of
+    :func:`~protoreg.evaluation.lapcert.assignment_gap` proves it within :data:`MATCHING_REL_TOL`
+    of the float64 matrix's optimum; otherwise (ties closer than float32 resolves, or a solver
+    refusal) the float64 solve runs on the same matrix. Either way the matching found costs at
+    most ``1 + 3.1 MATCHING_REL_TOL`` times the optimum."""
+    from protoreg.evaluation.lapcert import assignment_gap
+
+    swap = p.shape[0] > x.shape[0]  # the certificate wants rows <= columns
+    cost, _ = _cost_matrix(x, p) if swap else _cost_matrix(p, x)
+    top = float(cost.max())
+    if top > 0 and abs(math.frexp(top)[1]) > 64:  # into float32's range; a power of two: same optimum
+        cost *= 2.0 ** -math.frexp(top)[1]
+    try:
+        if cost.shape[0] == cost.shape[1]:
+            rows, cols = lap.lapjvs(cost, return_cost=False, prefer_float32=True)
+        else:
+            rows, cols = lap.lapjvh(cost, extend_cost=True, return_cost=False, precision="float32")
+        total, gap = assignment_gap(cost, rows, cols)
+        certified = gap <= MATCHING_REL_TOL * total
+    except ValueError:  # float32 made it infeasible (a rounding to inf)
+        certified = False
+    if not certified:
+        rows, cols = lap.lapjvh(cost, extend_cost=True, return_cost=False)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    return (cols, rows) if swap else (rows, cols)
 
 
 #: Bytes of the bounded working blocks of a matching: the Gram block of :func:`_cost_matrix` and
@@ -246,8 +290,10 @@ def matching_bytes(m: int, n: int, d: int) -> int:
     arrays; no M x N array in 1-D beyond the dense size."""
     if m * n <= DENSE_MAX_ELEMENTS:
         pairs = 3 * 8 * m * n
+    elif d > 1:
+        pairs = (12 if m * n >= LAPJV_FLOAT32_MIN_PAIRS else 8) * m * n  # with the float32 copy
     else:
-        pairs = 8 * m * n if d > 1 else 0
+        pairs = 0
     return pairs + MATCHING_WORK_BYTES + 64 * (m + n)
 
 

@@ -196,7 +196,7 @@ def test_fit_too_big_for_memory_exits_2_with_one_line_and_writes_nothing(tmp_pat
     # with a minibatch the 20,000 x 20,000 cost matrix of the 2-D matching dominates
     code = main(["fit", "data.n=20000", "data.dim=2", "train.batch_size=2000", "trainer.accelerator=cpu", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("protoreg: error: model.width: the evaluation and matching need about 3.")
+    assert code == 2 and err.startswith("protoreg: error: model.width: the evaluation and matching need about 5.")
     assert list(tmp_path.iterdir()) == []
     # 1-D at this size trains banded (no B x M tensor): the evaluation dominates, and a smaller
     # batch would not help, so the line names model.width
