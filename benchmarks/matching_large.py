@@ -17,7 +17,8 @@ would check the hull at its end), then on its prototypes and inputs (the first K
   N = 20,000).
 
 Each line has the seconds and the process's peak resident memory during that phase
-(``/proc/self/status``'s ``VmHWM``, reset before the phase; Linux), and ``matching_bytes`` is
+(``/proc/self/status``'s ``VmHWM``, reset before the phase; Linux) with its growth over the
+resident memory at the phase's start, and ``matching_bytes`` is
 printed for the memory estimate's view. Run it alone on the machine.
 """
 
@@ -34,12 +35,16 @@ def _peak_reset() -> None:
         f.write("5")
 
 
-def _peak_gb() -> float:
+def _status_gb(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024 / 1e9
     return float("nan")
+
+
+def _peak_gb() -> float:
+    return _status_gb("VmHWM")
 
 
 def trained(n: int, dim: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,20 +87,25 @@ def main() -> None:
     m, n, d = p.shape[0], x.shape[0], x.shape[1]
     print(f"{m} x {n} x {d}: trained in {time.perf_counter() - t0:.1f} s; matching_bytes {matching_bytes(m, n, d) / 1e9:.2f} GB", flush=True)
 
+    base = 0.0
+
     def line(name: str, secs: float, note: str = "") -> None:
-        print(f"{name:<17} {secs:>9.2f} s   peak {_peak_gb():>6.2f} GB   {note}", flush=True)
+        print(f"{name:<17} {secs:>9.2f} s   peak {_peak_gb():>6.2f} GB (+{_peak_gb() - base:.2f} over {base:.2f})   {note}", flush=True)
 
     _peak_reset()
+    base = _status_gb("VmRSS")
     t0 = time.perf_counter()
     mt = optimal_matching(p, x)
     line("optimal_matching", time.perf_counter() - t0, f"method {mt.method}, sum {float(mt.distances.sum())!r}")
     del mt
     _peak_reset()
+    base = _status_gb("VmRSS")
     t0 = time.perf_counter()
     cost, recomputed = _cost_matrix(p, x)
     line("cost", time.perf_counter() - t0, f"{recomputed} near pairs recomputed")
     c = cost if m <= n else cost.T  # the certificate wants rows <= columns
     _peak_reset()
+    base = _status_gb("VmRSS")
     t0 = time.perf_counter()
     if m == n:
         name, (r, k) = "lapjvs32", lap.lapjvs(c, return_cost=False, prefer_float32=True)
@@ -103,11 +113,13 @@ def main() -> None:
         name, (r, k) = "lapjvh32", lap.lapjvh(np.ascontiguousarray(c), extend_cost=True, return_cost=False, precision="float32")
     line(name, time.perf_counter() - t0, f"sum {float(c[r, k].sum())!r}")
     _peak_reset()
+    base = _status_gb("VmRSS")
     t0 = time.perf_counter()
     total, gap = assignment_gap(np.ascontiguousarray(c), r, k)
     line("certificate", time.perf_counter() - t0, f"proved gap {gap:.3g} = {gap / total:.2g} of the total")
     if args.float64:
         _peak_reset()
+        base = _status_gb("VmRSS")
         t0 = time.perf_counter()
         r, k = lap.lapjvh(cost, extend_cost=True, return_cost=False)
         line("lapjvh", time.perf_counter() - t0, f"sum {float(cost[r, k].sum())!r}")

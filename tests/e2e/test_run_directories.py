@@ -254,3 +254,18 @@ def test_resume_longer_equals_training_longer(tmp_path: Path, capsys: pytest.Cap
     assert code == 0, err
     assert (tmp_path / "part" / "prototypes.csv").read_text() == (tmp_path / "full" / "prototypes.csv").read_text()
     assert metrics(tmp_path / "part")["steps"] == 40 and "on_expulsion: ignore" in (tmp_path / "part" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("dim,kept", [(1, True), (2, False)])
+def test_checkpoint_keeps_the_trajectory_only_where_the_figure_draws_it(tmp_path: Path, capsys: pytest.CaptureFixture[str], fast: list[str], dim: int, kept: bool) -> None:
+    # the trajectory is drawn only for 1-D models; in d > 1 it would grow the checkpoint (and
+    # the resident memory) by R x M x d floats per check
+    from protoreg.rundirs.checkpoint import load_checkpoint
+
+    assert cli(capsys, "fit", "--out", tmp_path / "r", *fast, f"data.dim={dim}")[0] == 0
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")
+    (state,) = [s for k, s in ckpt["callbacks"].items() if "GeometryCallback" in k]
+    assert len(state["steps"]) >= 2
+    assert len(state["trajectory"]) == (len(state["steps"]) if kept else 0)
+    if kept:
+        assert len(state["trajectory"][0][0][0]) == 1  # (R, M, 1) per check
