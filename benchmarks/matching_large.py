@@ -25,7 +25,9 @@ printed for the memory estimate's view. Run it alone on the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -87,42 +89,38 @@ def main() -> None:
     m, n, d = p.shape[0], x.shape[0], x.shape[1]
     print(f"{m} x {n} x {d}: trained in {time.perf_counter() - t0:.1f} s; matching_bytes {matching_bytes(m, n, d) / 1e9:.2f} GB", flush=True)
 
-    base = 0.0
-
-    def line(name: str, secs: float, note: str = "") -> None:
-        print(f"{name:<17} {secs:>9.2f} s   peak {_peak_gb():>6.2f} GB (+{_peak_gb() - base:.2f} over {base:.2f})   {note}", flush=True)
-
-    _peak_reset()
-    base = _status_gb("VmRSS")
-    t0 = time.perf_counter()
-    mt = optimal_matching(p, x)
-    line("optimal_matching", time.perf_counter() - t0, f"method {mt.method}, sum {float(mt.distances.sum())!r}")
-    del mt
-    _peak_reset()
-    base = _status_gb("VmRSS")
-    t0 = time.perf_counter()
-    cost, recomputed = _cost_matrix(p, x)
-    line("cost", time.perf_counter() - t0, f"{recomputed} near pairs recomputed")
-    c = cost if m <= n else cost.T  # the certificate wants rows <= columns
-    _peak_reset()
-    base = _status_gb("VmRSS")
-    t0 = time.perf_counter()
-    if m == n:
-        name, (r, k) = "lapjvs32", lap.lapjvs(c, return_cost=False, prefer_float32=True)
-    else:
-        name, (r, k) = "lapjvh32", lap.lapjvh(np.ascontiguousarray(c), extend_cost=True, return_cost=False, precision="float32")
-    line(name, time.perf_counter() - t0, f"sum {float(c[r, k].sum())!r}")
-    _peak_reset()
-    base = _status_gb("VmRSS")
-    t0 = time.perf_counter()
-    total, gap = assignment_gap(np.ascontiguousarray(c), r, k)
-    line("certificate", time.perf_counter() - t0, f"proved gap {gap:.3g} = {gap / total:.2g} of the total")
-    if args.float64:
+    @contextlib.contextmanager
+    def phase(name: str, note: list[str]) -> Iterator[None]:
+        """Time the block; print its seconds, peak and growth over the resident memory at its start."""
         _peak_reset()
         base = _status_gb("VmRSS")
         t0 = time.perf_counter()
-        r, k = lap.lapjvh(cost, extend_cost=True, return_cost=False)
-        line("lapjvh", time.perf_counter() - t0, f"sum {float(cost[r, k].sum())!r}")
+        yield
+        secs, peak = time.perf_counter() - t0, _peak_gb()
+        print(f"{name:<17} {secs:>9.2f} s   peak {peak:>6.2f} GB (+{peak - base:.2f} over {base:.2f})   {' '.join(note)}", flush=True)
+
+    note: list[str] = []
+    with phase("optimal_matching", note):
+        mt = optimal_matching(p, x)
+        note[:] = [f"method {mt.method}, sum {float(mt.distances.sum())!r}"]
+    del mt
+    with phase("cost", note):
+        cost, recomputed = _cost_matrix(p, x)
+        note[:] = [f"{recomputed} near pairs recomputed"]
+    c = np.ascontiguousarray(cost if m <= n else cost.T)  # the certificate wants rows <= columns
+    with phase("lapjvs32" if m == n else "lapjvh32", note):
+        if m == n:
+            r, k = lap.lapjvs(c, return_cost=False, prefer_float32=True)
+        else:
+            r, k = lap.lapjvh(c, extend_cost=True, return_cost=False, precision="float32")
+        note[:] = [f"sum {float(c[r, k].sum())!r}"]
+    with phase("certificate", note):
+        total, gap = assignment_gap(c, r, k)
+        note[:] = [f"proved gap {gap:.3g} = {gap / total:.2g} of the total"]
+    if args.float64:
+        with phase("lapjvh", note):
+            r, k = lap.lapjvh(cost, extend_cost=True, return_cost=False)
+            note[:] = [f"sum {float(cost[r, k].sum())!r}"]
 
 
 if __name__ == "__main__":
