@@ -27,10 +27,11 @@ def _collapse_nd(P: Tensor, finite: Tensor, thr: Tensor) -> tuple[Tensor, Tensor
     """Smallest gap and duplicate count per run (d >= 2) by a float32 matrix-product screen.
 
     Squared distances ``|a|^2 + |b|^2 - 2 a.b`` of the centred prototypes in float32 (a BLAS
-    product, ``O(M^2 d)`` at matrix-multiply speed), with a rounding bound
-    ``8 (d + 4) eps32 (|a|^2 + |b|^2)`` on their error; only the pairs whose screened value
-    could be the minimum, or within ``thr``, are recomputed exactly from float64 differences.
-    Same results as the exact pairwise loop.
+    product over the pairs below the diagonal, ``O(M^2 d / 2)`` at matrix-multiply speed), with
+    a rounding bound ``8 (d + 4) eps32 (|a|^2 + |b|^2)`` on their error (plus ``8 eps32`` for the
+    float32 arithmetic of the screen itself); only the pairs whose screened value could be the
+    minimum, or within ``thr``, are recomputed exactly from float64 differences. Same results as
+    the exact pairwise loop.
     """
     R, M, d = P.shape
     gap = torch.full((R,), math.inf, dtype=_F64, device=P.device)
@@ -48,20 +49,29 @@ def _collapse_nd(P: Tensor, finite: Tensor, thr: Tensor) -> tuple[Tensor, Tensor
         sq = (C * C).sum(dim=1)
         sq32 = sq.float()
         t2 = (float(thr[r]) / scale) ** 2
-        best2 = math.inf
+        best2 = float((Q[0] - Q[1]).square().sum())  # any pair bounds the gap (and the screen's first block)
         is_dup = torch.zeros(m, dtype=torch.bool, device=P.device)
         ar = torch.arange(m, device=P.device)
+        # the screen runs in float32 throughout: its bound gains 8 eps32 (|a|^2 + |b|^2) for the
+        # rounding of the bound itself and of the subtraction below (both at most a few eps32 of
+        # |D2| <= 2 (|a|^2 + |b|^2)), and the thresholds it is compared with are rounded up, so
+        # it never drops a pair the float64 screen would keep
+        c_err = float(8 * (d + 5) * _EPS32)
+        tiny = float(torch.finfo(torch.float32).tiny)
+        t2_32 = _up32(t2)
         for i0 in range(0, m, _SCREEN_BLOCK):
             i1 = min(m, i0 + _SCREEN_BLOCK)
-            D2 = torch.addmm(sq32[i0:i1, None] + sq32[None, :], Q32[i0:i1], Q32.T, alpha=-2.0).double()
-            err = 8 * (d + 4) * _EPS32 * (sq[i0:i1, None] + sq[None, :]) + 1e-300
+            # rows i0:i1 against the columns before i1: every pair once with its smaller index as
+            # the column (the block's own square holds both orders), half the product's work
+            D2 = torch.addmm(sq32[i0:i1, None] + sq32[None, :i1], Q32[i0:i1], Q32[:i1].T, alpha=-2.0)
             D2[ar[: i1 - i0], ar[i0:i1]] = math.inf  # not itself
             # the block's screened minimum, exactly: an upper bound of the gap
             k = int(D2.argmin())
-            a, b = divmod(k, m)
-            best2 = min(best2, float((Q[i0 + a] - Q[b]).square().sum()))
-            lower = D2 - err
-            cand = ((lower <= best2) | ((lower <= t2) & (ar[None, :] < ar[i0:i1, None]))).nonzero()
+            a, b = divmod(k, i1)
+            if a + i0 != b:  # (a block of the first row alone holds only itself)
+                best2 = min(best2, float((Q[i0 + a] - Q[b]).square().sum()))
+            lower = D2.sub_((sq32[i0:i1, None] + sq32[None, :i1]).mul_(c_err).add_(tiny))
+            cand = ((lower <= _up32(best2)) | ((lower <= t2_32) & (ar[None, :i1] < ar[i0:i1, None]))).nonzero()
             if cand.numel():
                 ia, ib = cand[:, 0] + i0, cand[:, 1]
                 exact = (Q[ia] - Q[ib]).square().sum(dim=1)
@@ -71,6 +81,15 @@ def _collapse_nd(P: Tensor, finite: Tensor, thr: Tensor) -> tuple[Tensor, Tensor
         gap[r] = math.sqrt(best2) * scale
         dup[r] = int(is_dup.sum())
     return gap, dup
+
+
+def _up32(v: float) -> float:
+    """The smallest float32 at least ``v`` (as a Python float): a threshold that a float32
+    tensor can be compared with without rounding it down."""
+    if not math.isfinite(v):
+        return v
+    f = float(np.float32(v))
+    return f if f >= v else float(np.nextafter(np.float32(v), np.float32(np.inf)))
 
 
 def _finite_points(prototypes: Tensor) -> tuple[Tensor, Tensor]:

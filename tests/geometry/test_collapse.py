@@ -86,3 +86,26 @@ def test_dead_units_against_brute_force() -> None:
     assert dead_units(torch.zeros(2, 0, 3)).tolist() == [3, 3]
     with pytest.raises(ValueError, match=r"hidden must be a tensor of shape \(R, N, M\)"):
         dead_units(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_screened_blocks_match_brute_force(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """Rows in several screening blocks (each against the columns before its end): pairs across
+    blocks and within one, duplicates whose earlier partner sits in an earlier block, and points
+    far from the origin whose gaps are below float32's resolution there."""
+    import protoreg.geometry.collapse as collapse
+
+    monkeypatch.setattr(collapse, "_SCREEN_BLOCK", block)
+    g = np.random.default_rng(7)
+    P = g.normal(size=(2, 11, 6))
+    P[0, 9] = P[0, 0]  # duplicate across blocks
+    P[0, 3] = P[0, 2] + 1e-9
+    P[1] = 1e4 + g.normal(size=(11, 6)) * 1e-3  # float32 cannot tell these apart
+    P[1, 10] = P[1, 1] + 2e-7
+    for rel in (1e-6, 1e-3, 0.0):
+        extent = torch.tensor([1.0, 1.0], dtype=torch.float64)
+        thr = (rel * extent).numpy()
+        gaps, dups = brute(P, thr)
+        g2, d2 = gap_and_duplicates(torch.tensor(P), rel_tol=rel, extent=extent)
+        np.testing.assert_allclose(g2.numpy(), gaps, rtol=1e-12, atol=0)
+        assert d2.tolist() == dups
