@@ -86,8 +86,8 @@ def _collapse_nd(P: Tensor, finite: Tensor, thr: Tensor) -> tuple[Tensor, Tensor
 def _up32(v: float) -> float:
     """The smallest float32 at least ``v`` (as a Python float): a threshold that a float32
     tensor can be compared with without rounding it down."""
-    if not math.isfinite(v):
-        return v
+    if not math.isfinite(v) or v > float(np.finfo(np.float32).max):
+        return math.inf if v > 0 else v
     f = float(np.float32(v))
     return f if f >= v else float(np.nextafter(np.float32(v), np.float32(np.inf)))
 

@@ -109,3 +109,16 @@ def test_screened_blocks_match_brute_force(monkeypatch: pytest.MonkeyPatch, bloc
         g2, d2 = gap_and_duplicates(torch.tensor(P), rel_tol=rel, extent=extent)
         np.testing.assert_allclose(g2.numpy(), gaps, rtol=1e-12, atol=0)
         assert d2.tolist() == dups
+
+
+def test_thresholds_beyond_float32_count_every_pair_as_a_duplicate() -> None:
+    """A duplicate threshold above float32's range (a huge ``rel_tol``) cannot overflow the
+    float32 screen into dropping pairs: every later prototype is some earlier one's duplicate."""
+    import warnings
+
+    P = torch.tensor(np.random.default_rng(3).normal(size=(1, 6, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from the conversion either
+        gap, dup = gap_and_duplicates(P, rel_tol=1e30, extent=torch.tensor([1.0], dtype=torch.float64))
+    assert dup.tolist() == [5]
+    assert gap.tolist() == brute(P.numpy(), np.array([1e30]))[0]
