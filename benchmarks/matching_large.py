@@ -1,6 +1,6 @@
 """The exact matching of a large high-dimensional problem, phase by phase, on trained prototypes.
 
-    python benchmarks/matching_large.py [--n N] [--dim D] [--steps S] [--first K] [--float64]
+    python benchmarks/matching_large.py [--n N] [--dim D] [--steps S] [--first K] [--float64] [--lapjv]
 
 Trains ``benchmarks/scale.py``'s uniform case (width M = N, minibatch 1,024, coverage, float32,
 CPU; default 64-D, N = 20,000, 50 steps) through the module API, without geometry checks (a fit
@@ -13,6 +13,11 @@ would check the hull at its end), then on its prototypes and inputs (the first K
 * ``lapjvs32``/``lapjvh32``: ``lapx``'s float32 kernel on it (``lapjvs`` when square, ``lapjvh``
   with ``precision='float32'`` otherwise), then ``certificate``: protoreg's dual certificate of
   that assignment on the float64 matrix (``assignment_gap``: the proved gap to the optimum);
+* ``lapjv32``: with ``--lapjv`` (square problems), the ``lapjv`` package's float32 AVX2
+  Jonker-Volgenant kernel on it and its ``certificate``, for comparison (``pip install lapjv``;
+  measured and not kept: docs/performance.md);
+* ``partner rank``: how many inputs are closer to each prototype than its matched one (median,
+  90th and 99th percentile): how far the optimum is from nearest-neighbour pairs;
 * ``lapjvh``: with ``--float64``, ``lapx``'s float64 kernel on the same matrix (minutes at
   N = 20,000).
 
@@ -69,6 +74,17 @@ def trained(n: int, dim: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(p), np.ascontiguousarray(module.x[0].double().numpy())
 
 
+def partner_ranks(c: np.ndarray, rows: np.ndarray, cols: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Per matched row of ``c``: how many columns are strictly closer than its matched one."""
+    partner = np.empty(c.shape[0], dtype=np.int64)
+    partner[rows] = cols
+    out = np.zeros(c.shape[0], dtype=np.int64)
+    for i in range(0, c.shape[0], block):
+        blk = c[i : i + block]
+        out[i : i + block] = (blk < blk[np.arange(len(blk)), partner[i : i + block]][:, None]).sum(1)
+    return out[rows]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000)
@@ -76,6 +92,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--first", type=int, default=None, help="match only the first K prototypes and inputs")
     ap.add_argument("--float64", action="store_true", help="also time lapx's float64 lapjvh on the same matrix")
+    ap.add_argument("--lapjv", action="store_true", help="also time the lapjv package's float32 AVX2 kernel (square; pip install lapjv)")
     args = ap.parse_args()
     import lap
 
@@ -108,6 +125,16 @@ def main() -> None:
         cost, recomputed = _cost_matrix(p, x)
         note[:] = [f"{recomputed} near pairs recomputed"]
     c = np.ascontiguousarray(cost if m <= n else cost.T)  # the certificate wants rows <= columns
+    if args.lapjv:
+        import lapjv  # pip install lapjv: not one of protoreg's dependencies (compared, not kept)
+
+        with phase("lapjv32", note):
+            k = np.asarray(lapjv.lapjv(c.astype(np.float32))[0], dtype=np.int64)
+            r = np.arange(len(k))
+            note[:] = [f"sum {float(c[r, k].sum())!r}"]
+        with phase("certificate", note):
+            total, gap = assignment_gap(c, r, k)
+            note[:] = [f"proved gap {gap:.3g} = {gap / total:.2g} of the total"]
     with phase("lapjvs32" if m == n else "lapjvh32", note):
         if m == n:
             r, k = lap.lapjvs(c, return_cost=False, prefer_float32=True)
@@ -117,6 +144,8 @@ def main() -> None:
     with phase("certificate", note):
         total, gap = assignment_gap(c, r, k)
         note[:] = [f"proved gap {gap:.3g} = {gap / total:.2g} of the total"]
+    q = np.percentile(partner_ranks(c, r, k), [50, 90, 99])
+    print(f"partner rank      the matched input is each prototype's nearest but {q[0]:.0f} (median), {q[1]:.0f} (90 %), {q[2]:.0f} (99 %)")
     if args.float64:
         with phase("lapjvh", note):
             r, k = lap.lapjvh(cost, extend_cost=True, return_cost=False)
