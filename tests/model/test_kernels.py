@@ -43,6 +43,16 @@ def test_flushed_kernels_equal_torch_bit_for_bit_when_subnormals_are_flushed(dty
             assert torch.equal(a.grad, b.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_flushed_exp_of_non_finite_and_large_arguments_is_torchs(dtype: torch.dtype) -> None:
+    lo = EXP_NORMAL_MIN[dtype]
+    v = torch.tensor([np.nan, np.inf, -np.inf, 80.0, 1e4, lo, -1e30, -0.0], dtype=dtype)  # the boundary: above
+    with flush_denormal():
+        ours, theirs = exp_flushed(v), torch.exp(v)
+    assert torch.equal(ours.isnan(), theirs.isnan()) and bool(ours.isnan()[0])
+    assert torch.equal(ours[1:], theirs[1:]) and not torch.signbit(ours[1:]).any()  # +inf, 0 and no -0
+
+
 def test_flushed_kernels_never_return_subnormals() -> None:
     v = torch.tensor([-87.0, -88.0, -100.0, -104.0])
     out = exp_flushed(v)  # outside the flush context too
