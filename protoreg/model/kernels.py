@@ -32,11 +32,9 @@ def _floor(t: torch.Tensor) -> float | None:
 
 
 def _exp_flushed(a: torch.Tensor, lo: float) -> torch.Tensor:
-    # zeroing in place where a < lo gives what multiplying by the 0/1 mask (a >= lo) gave, bit for
-    # bit (exp's results are >= 0, +inf only where a >= lo, NaN where a is NaN either way), without
-    # the mask's conversion to a float (R, N, M) tensor that the product needs: 1.6x faster on a
-    # 1,797 x 1,797 float32 block; exp in place on the clamped copy saves one (R, N, M) buffer
-    return a.clamp_min(lo).exp_().masked_fill_(a < lo, 0.0)
+    # multiplying by the 0/1 mask is exact (x * 1 == x, finite x * 0 == 0) and, on CPU, cheaper
+    # than masked_fill / where; exp in place on the clamped copy saves one (R, N, M) buffer
+    return a.clamp_min(lo).exp_().mul_(a >= lo)
 
 
 class _Exp(torch.autograd.Function):
