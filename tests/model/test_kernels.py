@@ -46,7 +46,7 @@ def test_flushed_kernels_equal_torch_bit_for_bit_when_subnormals_are_flushed(dty
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_flushed_exp_of_non_finite_and_large_arguments_is_torchs(dtype: torch.dtype) -> None:
     lo = EXP_NORMAL_MIN[dtype]
-    v = torch.tensor([np.nan, np.inf, -np.inf, 80.0, 1e4, lo, -1e30, -0.0], dtype=dtype)  # the boundary: above
+    v = torch.tensor([np.nan, np.inf, -np.inf, 80.0, 1e4, lo, -1e30, -0.0], dtype=dtype)  # lo: the floor itself, whose exp is normal
     with flush_denormal():
         ours, theirs = exp_flushed(v), torch.exp(v)
     assert torch.equal(ours.isnan(), theirs.isnan()) and bool(ours.isnan()[0])
