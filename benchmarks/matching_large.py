@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -125,25 +125,24 @@ def main() -> None:
         cost, recomputed = _cost_matrix(p, x)
         note[:] = [f"{recomputed} near pairs recomputed"]
     c = np.ascontiguousarray(cost if m <= n else cost.T)  # the certificate wants rows <= columns
+    kernels: list[tuple[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]]] = []
     if args.lapjv:
         import lapjv  # pip install lapjv: not one of protoreg's dependencies (compared, not kept)
 
-        with phase("lapjv32", note):
-            k = np.asarray(lapjv.lapjv(c.astype(np.float32))[0], dtype=np.int64)
-            r = np.arange(len(k))
+        if m != n:
+            ap.error("--lapjv: the lapjv package solves square problems only")
+        kernels.append(("lapjv32", lambda c: (np.arange(m), np.asarray(lapjv.lapjv(c.astype(np.float32))[0], dtype=np.int64))))
+    if m == n:
+        kernels.append(("lapjvs32", lambda c: lap.lapjvs(c, return_cost=False, prefer_float32=True)))
+    else:
+        kernels.append(("lapjvh32", lambda c: lap.lapjvh(c, extend_cost=True, return_cost=False, precision="float32")))
+    for name, solve in kernels:  # each float32 kernel, then protoreg's certificate of its answer
+        with phase(name, note):
+            r, k = solve(c)
             note[:] = [f"sum {float(c[r, k].sum())!r}"]
         with phase("certificate", note):
             total, gap = assignment_gap(c, r, k)
             note[:] = [f"proved gap {gap:.3g} = {gap / total:.2g} of the total"]
-    with phase("lapjvs32" if m == n else "lapjvh32", note):
-        if m == n:
-            r, k = lap.lapjvs(c, return_cost=False, prefer_float32=True)
-        else:
-            r, k = lap.lapjvh(c, extend_cost=True, return_cost=False, precision="float32")
-        note[:] = [f"sum {float(c[r, k].sum())!r}"]
-    with phase("certificate", note):
-        total, gap = assignment_gap(c, r, k)
-        note[:] = [f"proved gap {gap:.3g} = {gap / total:.2g} of the total"]
     q = np.percentile(partner_ranks(c, r, k), [50, 90, 99])
     print(f"partner rank      the matched input is each prototype's nearest but {q[0]:.0f} (median), {q[1]:.0f} (90 %), {q[2]:.0f} (99 %)")
     if args.float64:
