@@ -72,6 +72,29 @@ def assignment_gap(cost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tupl
                 v = torch.where(better, reach, v)  # Gauss-Seidel: the next block sees them
                 changed |= better
         active = changed[col]
+    return total, max(0.0, total - _lower_bound(c, v, buf, cmax))
+
+
+def dual_bound(cost: np.ndarray, v: np.ndarray) -> float:
+    """A proved lower bound of the optimum of the assignment problem on ``cost`` (M, N) float64,
+    M <= N, finite, from column potentials ``v`` (N,): ``sum_i min_j (cost[i, j] - v[j]) +
+    sum_j v[j]``, summed exactly and lowered by its rounding. Any ``v`` when M = N; ``v <= 0``
+    when M < N (a column may stay unassigned). One pass over the matrix, in blocks."""
+    m, n = cost.shape
+    if m == 0:
+        return 0.0
+    c = torch.from_numpy(cost)
+    vt = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
+    if m < n and bool((vt > 0).any()):
+        raise ValueError("dual_bound needs potentials v <= 0 when rows < columns")
+    cmax = max(float(c.max()), -float(c.min()))
+    buf = torch.empty(min(max(1, _BLOCK_ELEMENTS // n), m), n, dtype=torch.float64)
+    return _lower_bound(c, vt, buf, cmax)
+
+
+def _lower_bound(c: torch.Tensor, v: torch.Tensor, buf: torch.Tensor, cmax: float) -> float:
+    m = c.shape[0]
+    block = buf.shape[0]
     u = torch.empty(m, dtype=torch.float64)
     for s in range(0, m, block):
         b = buf[: min(m, s + block) - s]
@@ -79,5 +102,4 @@ def assignment_gap(cost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tupl
     # each minimum is a rounded difference: at most one rounding of |c| + |v| off
     slack = m * 2.0**-52 * (cmax + float(v.abs().max()))
     lower = math.fsum(u.tolist()) + math.fsum(v.tolist())
-    lower = lower - slack - 4.0 * 2.0**-53 * abs(lower)  # the two sums' and their addition's rounding
-    return total, max(0.0, total - lower)
+    return lower - slack - 4.0 * 2.0**-53 * abs(lower)  # the two sums' and their addition's rounding

@@ -33,7 +33,7 @@ DENSE_MAX_ELEMENTS = 1 << 16
 MATCHING_REL_TOL = 1e-12
 
 #: How :func:`optimal_matching` solved a problem (see :attr:`Matching.method`).
-MATCHING_METHODS: tuple[str, ...] = ("dense", "sorted", "sorted-dp", "lapjv")
+MATCHING_METHODS: tuple[str, ...] = ("dense", "sorted", "sorted-dp", "lapjv", "auction")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class Matching:
     #: one of :data:`MATCHING_METHODS`: ``dense`` (small problems, non-finite inputs),
     #: ``sorted`` (1-D, as many finite prototypes as samples), ``sorted-dp`` (1-D, different
     #: counts), ``lapjv`` (d >= 2: Jonker-Volgenant on the float64 cost matrix, or on its float32
-    #: rounding with a float64 dual certificate from 8,192 x 8,192 pairs on)
+    #: rounding with a float64 dual certificate from 8,192 x 8,192 pairs on), ``auction`` (d >= 2,
+    #: square, from 8,192 x 8,192 pairs on: :mod:`protoreg.evaluation.auction`, certified by its
+    #: own dual potentials)
     method: str
 
 
@@ -211,8 +213,7 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
         fi, cols = _match_1d(pf[:, 0], x[:, 0])
         method = "sorted" if finite.size == n else "sorted-dp"
     else:
-        fi, cols = _match_lapjv(pf, x)
-        method = "lapjv"
+        fi, cols, method = _match_lapjv(pf, x)
     rows = finite[fi]
     spare = min(m, n) - rows.size  # non-finite prototypes that must be matched
     if spare:
@@ -228,17 +229,17 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
     return Matching(rows, cols, dist, method)
 
 
-def _match_lapjv(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _match_lapjv(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """Optimal pairs (rows of p, rows of x) matching every point of the smaller of finite p, x
     (d >= 2): ``lap.lapjvh`` on :func:`_cost_matrix`; from :data:`LAPJV_FLOAT32_MIN_PAIRS` pairs
     on, :func:`_match_lapjv32`."""
     if p.shape[0] == 0 or x.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), "lapjv"
     if p.shape[0] * x.shape[0] >= LAPJV_FLOAT32_MIN_PAIRS:
         return _match_lapjv32(p, x)
     cost, _ = _cost_matrix(p, x)
     rows, cols = lap.lapjvh(cost, extend_cost=True, return_cost=False)
-    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), "lapjv"
 
 
 #: From this many prototype-input pairs on (8,192 x 8,192), the d >= 2 matching solves in float32
@@ -248,7 +249,7 @@ def _match_lapjv(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 LAPJV_FLOAT32_MIN_PAIRS = 1 << 26
 
 
-def _match_lapjv32(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _match_lapjv32(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """:func:`_match_lapjv` for large problems: the Jonker-Volgenant solve of the float32-rounded
     cost matrix (``lap.lapjvs``'s float32 kernel when square, ``lap.lapjvh`` with
     ``precision='float32'`` when rectangular), accepted when the dual certificate of
@@ -256,13 +257,21 @@ def _match_lapjv32(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     of the float64 matrix's optimum; otherwise (ties closer than float32 resolves, or a solver
     refusal) the float64 solve runs on the same matrix. Either way the matching found costs at
     most ``1 + 3.1 MATCHING_REL_TOL`` times the optimum."""
-    from protoreg.evaluation.lapcert import assignment_gap
+    from protoreg.evaluation.auction import auction_assignment
+    from protoreg.evaluation.lapcert import assignment_gap, dual_bound
 
     swap = p.shape[0] > x.shape[0]  # the certificate wants rows <= columns
     cost, _ = _cost_matrix(x, p) if swap else _cost_matrix(p, x)
     top = float(cost.max())
     if top > 0 and abs(math.frexp(top)[1]) > 64:  # into float32's range; a power of two: same optimum
         cost *= 2.0 ** -math.frexp(top)[1]
+    if cost.shape[0] == cost.shape[1]:
+        found = auction_assignment(cost, MATCHING_REL_TOL)
+        if found is not None:
+            rows = np.arange(cost.shape[0])
+            total = math.fsum(cost[rows, found.cols].tolist())
+            if total - dual_bound(cost, found.potentials) <= MATCHING_REL_TOL * total:
+                return (found.cols, rows, "auction") if swap else (rows, found.cols, "auction")
     try:
         if cost.shape[0] == cost.shape[1]:
             rows, cols = lap.lapjvs(cost, return_cost=False, prefer_float32=True)
@@ -275,7 +284,7 @@ def _match_lapjv32(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if not certified:
         rows, cols = lap.lapjvh(cost, extend_cost=True, return_cost=False)
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-    return (cols, rows) if swap else (rows, cols)
+    return (cols, rows, "lapjv") if swap else (rows, cols, "lapjv")
 
 
 #: Bytes of the bounded working blocks of a matching: the Gram block of :func:`_cost_matrix` and

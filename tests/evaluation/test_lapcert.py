@@ -66,11 +66,19 @@ def test_the_float32_solve_is_the_float64_optimum(float32_path, m, n):
     x = rng.random((n, 64))
     p = np.concatenate([x[rng.permutation(n)[: m // 2]] + 1e-3 * rng.standard_normal((m // 2, 64)), rng.random((m - m // 2, 64))])
     got = optimal_matching(p, x, dense_max=0)
-    assert got.method == "lapjv" and len(got.proto_idx) == min(m, n) and len(set(got.sample_idx.tolist())) == min(m, n)
+    assert got.method == ("auction" if m == n else "lapjv") and len(got.proto_idx) == min(m, n) and len(set(got.sample_idx.tolist())) == min(m, n)
     assert got.distances.sum() == pytest.approx(dense_sum(p, x), rel=3.1 * MATCHING_REL_TOL)
 
 
-def test_ties_float32_cannot_resolve_fall_back_to_float64(float32_path, monkeypatch):
+@pytest.fixture
+def no_auction(monkeypatch):
+    """The square float32 path without its auction: lapx's float32 kernel and the fallbacks."""
+    import protoreg.evaluation.auction as auction_mod
+
+    monkeypatch.setattr(auction_mod, "MAX_BIDS_PER_ROW", 0)
+
+
+def test_ties_float32_cannot_resolve_fall_back_to_float64(float32_path, no_auction, monkeypatch):
     """Prototypes within 1e-9 of the centre of a unit sphere of inputs: every distance rounds to
     1.0 in float32, the float32 assignment is arbitrary, the certificate refuses it and the float64
     solve gives the optimum."""
@@ -87,7 +95,17 @@ def test_ties_float32_cannot_resolve_fall_back_to_float64(float32_path, monkeypa
     assert got.distances.sum() - want <= 3.1 * MATCHING_REL_TOL * want
 
 
-def test_a_refused_float32_solve_falls_back_to_float64(float32_path, monkeypatch):
+def test_ties_float32_cannot_resolve_are_resolved_by_the_auctions_float64_phases(float32_path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((260, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    p = 1e-9 * rng.standard_normal((260, 3))
+    got = optimal_matching(p, x, dense_max=0)
+    want = dense_sum(p, x)
+    assert got.method == "auction" and got.distances.sum() - want <= 3.1 * MATCHING_REL_TOL * want
+
+
+def test_a_refused_float32_solve_falls_back_to_float64(float32_path, no_auction, monkeypatch):
     rng = np.random.default_rng(6)
     p, x = rng.random((300, 16)), rng.random((300, 16))
     monkeypatch.setattr(matching_mod.lap, "lapjvs", lambda cost, **k: (np.arange(len(cost)), np.arange(len(cost))[::-1]))
