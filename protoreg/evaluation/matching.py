@@ -200,7 +200,12 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
       augmenting paths; from :data:`LAPJV_FLOAT32_MIN_PAIRS` pairs on the solve runs on the
       matrix's float32 rounding (12 M N bytes in all) and is accepted only with a float64 dual
       certificate (:func:`~protoreg.evaluation.lapcert.assignment_gap`), else solved again in
-      float64 (:func:`_match_lapjv32`). Measured on 2 cores in docs/performance.md.
+      float64 (:func:`_match_lapjv32`);
+    - ``auction`` (d >= 2, M = N, from :data:`LAPJV_FLOAT32_MIN_PAIRS` pairs on): the
+      epsilon-scaling auction of :mod:`protoreg.evaluation.auction` (float32 phases, then float64
+      ones), accepted when its prices prove it within :data:`MATCHING_REL_TOL` of the optimum
+      (:func:`~protoreg.evaluation.lapcert.dual_bound`), else the ``lapjv`` path above.
+      Measured on 2 cores in docs/performance.md.
 
     Shapes: p (M, d), x (N, d) -> :class:`Matching` with proto_idx increasing.
     """
