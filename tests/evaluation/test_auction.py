@@ -38,8 +38,13 @@ def check(cost: np.ndarray) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(2, 40), seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["random", "ties", "points"]))
-def test_the_auction_reaches_the_optimum_and_its_prices_prove_it(n, seed, kind):
+@given(
+    n=st.integers(2, 90),
+    seed=st.integers(0, 2**31 - 1),
+    kind=st.sampled_from(["random", "ties", "points"]),
+    rounds=st.booleans(),
+)
+def test_the_auction_reaches_the_optimum_and_its_prices_prove_it(n, seed, kind, rounds):
     rng = np.random.default_rng(seed)
     if kind == "random":
         cost = rng.random((n, n)) * 10
@@ -49,7 +54,12 @@ def test_the_auction_reaches_the_optimum_and_its_prices_prove_it(n, seed, kind):
         p, x = rng.random((n, 8)), rng.random((n, 8))
         cost = np.sqrt(((p[:, None] - x[None]) ** 2).sum(-1))
     if kind != "ties" or cost.max() > cost.min():
-        check(cost)
+        serial = auction_mod.SERIAL_BELOW
+        auction_mod.SERIAL_BELOW = 0 if rounds else serial  # every bid in rounds, or the default
+        try:
+            check(cost)
+        finally:
+            auction_mod.SERIAL_BELOW = serial
 
 
 @pytest.mark.parametrize("serial_below", [0, 10**9])
