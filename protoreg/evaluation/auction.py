@@ -85,7 +85,6 @@ class _Auction:
         self.bids = 0
         self.owner = torch.full((n,), -1, dtype=torch.long)  # column -> row
         self.col = torch.full((n,), -1, dtype=torch.long)  # row -> column
-        self.best = torch.empty(n, dtype=torch.float64)  # per-column scratch: the highest bid
         self.first = torch.empty(n, dtype=torch.long)  # per-column scratch: the winning row
 
     def phase(self, c: torch.Tensor, price: torch.Tensor, eps: float, max_bids: int) -> bool:
@@ -96,7 +95,7 @@ class _Auction:
         self.col.fill_(-1)
         block = max(1, min(n, _BLOCK_ELEMENTS // n))
         buf = torch.empty(block, n, dtype=c.dtype)
-        best = self.best if c.dtype == torch.float64 else self.best.to(c.dtype)
+        best = torch.empty(n, dtype=c.dtype)  # per-column scratch: the highest bid
         rows = torch.arange(n)
         contiguous = True  # the first round bids with every row, in order: no gather
         while rows.numel():

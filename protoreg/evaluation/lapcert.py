@@ -3,7 +3,9 @@ its cost matrix, proved by a lower bound from dual potentials.
 
 :func:`assignment_gap` is what lets protoreg solve a large matching with a fast float32 kernel
 and still report the float64 optimum: the float32 solution is accepted only when its certified
-gap on the float64 matrix is within the tolerance (docs/performance.md).
+gap on the float64 matrix is within the tolerance (docs/performance.md). :func:`dual_bound` is
+the same lower bound for potentials found elsewhere: the prices of the auction
+(:mod:`protoreg.evaluation.auction`), which certify its assignment in one pass.
 """
 
 from __future__ import annotations
