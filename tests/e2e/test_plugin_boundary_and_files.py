@@ -225,12 +225,16 @@ SIGNAL_SCRIPT = """
                 while True:
                     if MODE == "busy":
                         sum(range(1000))  # pure Python, never returns
-                    else:
-                        try:  # swallows every stop
-                            time.sleep(0.01)
-                        except BaseException:
-                            pass
+                        continue
+                    try:  # swallows every stop, one raised between two sleeps too
+                        _sleep_forever()
+                    except BaseException:
+                        pass
             return ctx.prototypes.pow(2).mean(dim=(1, 2))
+
+    def _sleep_forever():
+        while True:
+            time.sleep(0.01)
 
     class Dist:
         name, version = "hang-dist", "1.0"
