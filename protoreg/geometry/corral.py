@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from protoreg.geometry._common import _F64
+from protoreg.geometry.gram import GramSearch
 from protoreg.geometry.linalg import _corral_inverse, _corral_lstsq, _rank1_update_
 
 
@@ -34,6 +35,8 @@ class _Problem:
     ``xt32`` (the transposed inputs in float32) the Frank-Wolfe vertex is searched in float32;
     ``score_err`` (R,) then bounds the error of every float32 score by ``score_err[r] * ||z||``,
     so the lower bound stays certified (:func:`~protoreg.geometry.solver._score_error`).
+    ``gram_search`` (with ``gram_rows`` (Q,), each query's row of it) searches through the
+    Gram matrix where it suits a row (:mod:`protoreg.geometry.gram`).
     """
 
     p: Tensor
@@ -53,6 +56,8 @@ class _Problem:
     unresolved: int = 0
     xt32: Tensor | None = None
     score_err: Tensor | None = None
+    gram_search: GramSearch | None = None
+    gram_rows: Tensor | None = None
 
     def finish(self, st: _CorralState, rows: Tensor, unsure: Tensor | None = None) -> None:
         """Write the bounds (and corrals) of state rows ``rows`` out and retire them.

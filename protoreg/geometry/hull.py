@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from protoreg.geometry._common import _F64, _check_pair, _check_points
+from protoreg.geometry import gram as _gram
+from protoreg.geometry.gram import GramBase, GramSearch, combination, gram_base, gram_fits, gram_search
 from protoreg.geometry.linalg import _run_scores
 from protoreg.geometry.solver import _float32_ok, _score_error, _stop_rule, _wolfe_bounds
 
@@ -79,6 +81,7 @@ class HullWarmStart:
         self._weights: Tensor | None = None
         self._scale_key: tuple[object, ...] | None = None
         self._scale: Tensor | None = None
+        self._gram: tuple[Tensor, GramBase] | None = None
 
     def hint(self, R: int, M: int, N: int, kcap: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         """The stored corrals and weights, (R, M, K) each on ``device``, or ``None`` when the
@@ -110,10 +113,23 @@ class HullWarmStart:
             self._scale, self._scale_key = resolution(x), key
         return self._scale.to(x.device)
 
+    def gram_base(self, xn: Tensor, chunk_bytes: int) -> GramBase:
+        """The :class:`~protoreg.geometry.gram.GramBase` of the normalised inputs ``xn``,
+        computed once for as long as they are the same (compared exactly, element by element)."""
+        if self._gram is not None:
+            key, base = self._gram
+            if key.shape == xn.shape and key.dtype == xn.dtype and key.device == xn.device and torch.equal(key, xn):
+                return base
+        self._gram = None  # the old one goes before the new one is built
+        base = gram_base(xn, chunk_bytes)
+        self._gram = (xn.clone(), base)
+        return base
+
     def clear(self) -> None:
         """Forget everything (the next call starts cold)."""
         self._key, self._corral, self._weights = None, None, None
         self._scale_key, self._scale = None, None
+        self._gram = None
 
     def state_dict(self) -> dict[str, object]:
         """Plain, checkpoint-safe state (a list and tensors)."""
@@ -256,74 +272,111 @@ class _Search(NamedTuple):
     """The inputs for lower bounds ``min_i <x_i, z>``: ``xt`` (R, d, N) float64, its float32
     copy ``xt32``, and ``err`` (R,), the error bound of
     :func:`~protoreg.geometry.solver._score_error` where float32 searches are certified well
-    enough (``None``: search in float64)."""
+    enough (``None``: search in float64); ``gram``, where the inputs have many dimensions, the
+    same searches through the Gram matrix for combinations of a few inputs
+    (:mod:`protoreg.geometry.gram`; ``None``: none)."""
 
     xt: Tensor
     xt32: Tensor
     err: Tensor | None
+    gram: GramSearch | None = None
 
 
-def _search(xn: Tensor, tol: Tensor, run: Tensor) -> _Search:
+def _search(xn: Tensor, tol: Tensor, run: Tensor, gram: GramSearch | None = None) -> _Search:
     """:class:`_Search` for normalised inputs ``xn`` and queries of runs ``run`` with tolerances
     ``tol`` (float32 by the solver's rule, :func:`~protoreg.geometry.solver._float32_ok`)."""
     R, N, d = xn.shape
     err = _score_error((xn * xn).sum(-1), d)
-    return _Search(xn.transpose(1, 2), xn.float().transpose(1, 2), err if _float32_ok(err, run, tol, N, d) else None)
+    return _Search(xn.transpose(1, 2), xn.float().transpose(1, 2), err if _float32_ok(err, run, tol, N, d) else None, gram)
 
 
-def _bounds_at(q: Tensor, p: Tensor, run: Tensor, search: _Search) -> tuple[Tensor, Tensor]:
+def _bounds_at(
+    q: Tensor, p: Tensor, run: Tensor, search: _Search, tol: Tensor | None = None,
+    combo: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Certificates of the feasible points ``q`` (a, d) for the queries ``p`` (a, d).
 
     ``ub = ||q - p||`` (``q`` is a convex combination of inputs) and the separating-hyperplane
     bound ``lb = max(0, (min_i <x_i, q - p> - <q - p, p>) / ub)`` (the hyperplane through ``q``
     normal to ``p - q``): ``lb <= dist <= ub``. The minimum is searched in float32 where
-    ``search`` says so, minus its certified error (a valid, slightly weaker ``lb``).
+    ``search`` says so, minus its certified error (a valid, slightly weaker ``lb``). With
+    ``combo = (rows, S, lam, mask)``, ``q = sum_k lam_k x_{S_k}`` over the used slots and
+    ``rows`` the queries' rows of ``search.gram``: rows whose Gram-space error is at most
+    :data:`~protoreg.geometry.gram.GRAM_SHARE` of their tolerance ``tol`` search there.
     """
     z = q - p
     ub = torch.linalg.vector_norm(z, dim=1)
-    if search.err is None:
-        smin = _run_scores(z, run, search.xt).amin(dim=1)
+    gs = search.gram
+    if gs is not None and combo is not None and tol is not None:
+        rows, S, lam, mask = combo
+        err = gs.error(rows, run, S, lam, mask)
+        use = (mask.sum(dim=1) <= gs.max_k) & (err <= _gram.GRAM_SHARE * tol * ub)
+        smin = torch.empty_like(ub)
+        g = use.nonzero().squeeze(1)
+        if g.numel():
+            sc, off = gs.scores(rows[g], run[g], S[g], lam[g], mask[g], z[g])
+            smin[g] = sc.amin(dim=1).double() + off - err[g]
+            del sc
+        o = (~use).nonzero().squeeze(1)
+        if o.numel():
+            smin[o] = _direct_min(z[o], run[o], search, ub[o])
     else:
-        smin = _run_scores(z.float(), run, search.xt32).amin(dim=1).double() - search.err[run] * ub
+        smin = _direct_min(z, run, search, ub)
     safe = torch.where(ub > 0, ub, torch.ones_like(ub))
     lb = torch.where(ub > 0, ((smin - (z * p).sum(-1)) / safe).clamp(min=0.0), torch.zeros_like(ub))
     return ub, lb
 
 
-def _screen(pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, search: _Search, chunk_bytes: int) -> tuple[Tensor, Tensor, Tensor]:
+def _direct_min(z: Tensor, run: Tensor, search: _Search, ub: Tensor) -> Tensor:
+    """A certified lower bound of ``min_i <x_i, z>`` by the direct product (float32 where
+    ``search`` says so, minus its error bound for ``||z|| = ub``)."""
+    if search.err is None:
+        return _run_scores(z, run, search.xt).amin(dim=1)
+    return _run_scores(z.float(), run, search.xt32).amin(dim=1).double() - search.err[run] * ub
+
+
+def _screen(
+    pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, search: _Search, chunk_bytes: int, nn: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Nearest input of every query and the certificates there, in chunks: ``(nn, ub, lb)``.
 
-    The nearest input is searched in float32 (a BLAS product, ``O(Q N d)``); ``ub``, its
-    distance, is then computed exactly in float64, so it is a certified upper bound whichever
-    input the search picked. The separating-hyperplane bound ``lb`` (another ``O(N d)`` per
-    query, by ``search``) is computed only where ``ub > tol`` (elsewhere ``ub - 0 <= tol`` already
-    settles the distance, and ``lb = 0``).
+    The nearest input is searched in float32 (a BLAS product, ``O(Q N d)``) unless the caller
+    found it already (``nn``, from the Gram search's exact ``X p``); ``ub``, its distance, is
+    then computed exactly in float64, so it is a certified upper bound whichever input the
+    search picked. The separating-hyperplane bound ``lb`` (another ``O(N d)`` per query, by
+    ``search``; ``O(N)`` through its Gram matrix) is computed only where ``ub > tol``
+    (elsewhere ``ub - 0 <= tol`` already settles the distance, and ``lb = 0``).
     """
     R, N, d = xn.shape
     Q = pq.shape[0]
-    xt32 = search.xt32
-    x32 = xt32.transpose(1, 2)
-    sq32 = (x32 * x32).sum(-1)
-    nn = torch.empty(Q, dtype=torch.long, device=pq.device)
-    block = max(1, chunk_bytes // (4 * (2 * N + 2 * d)))
-    for s in range(0, Q, block):
-        r = run[s : s + block]
-        nn[s : s + block] = (sq32[r] - 2.0 * _run_scores(pq[s : s + block].float(), r, xt32)).argmin(dim=1)
-    del x32, sq32
+    if nn is None:
+        xt32 = search.xt32
+        x32 = xt32.transpose(1, 2)
+        sq32 = (x32 * x32).sum(-1)
+        nn = torch.empty(Q, dtype=torch.long, device=pq.device)
+        block = max(1, chunk_bytes // (4 * (2 * N + 2 * d)))
+        for s in range(0, Q, block):
+            r = run[s : s + block]
+            nn[s : s + block] = (sq32[r] - 2.0 * _run_scores(pq[s : s + block].float(), r, xt32)).argmin(dim=1)
+        del x32, sq32
     ub = torch.linalg.vector_norm(xn[run, nn] - pq, dim=1)
     lb = torch.zeros(Q, dtype=_F64, device=pq.device)
     need = (ub > tol).nonzero().squeeze(1)
     block = max(1, chunk_bytes // (8 * (2 * N + 4 * d)))
     for s in range(0, need.numel(), block):
         a = need[s : s + block]
-        lb[a] = _bounds_at(xn[run[a], nn[a]], pq[a], run[a], search)[1]
+        one = torch.ones(a.numel(), 1, dtype=torch.bool, device=pq.device)
+        combo = (a, nn[a, None], one.to(_F64), one)
+        lb[a] = _bounds_at(xn[run[a], nn[a]], pq[a], run[a], search, tol[a], combo)[1]
     return nn, ub, lb
 
 
 def _hint_bounds(
-    pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: Tensor, search: _Search, chunk_bytes: int
+    pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: Tensor, search: _Search, chunk_bytes: int,
+    tol: Tensor, gram_rows: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """Certificates at the stored convex combinations ``sum_k weights[a, k] x[corral[a, k]]``.
+    """Certificates at the stored convex combinations ``sum_k weights[a, k] x[corral[a, k]]``
+    (``gram_rows``: the queries' rows of ``search.gram``, ``tol`` their tolerances).
 
     Rows without a stored corral (``corral[a, 0] < 0``) or with weights that are not a convex
     combination get ``(inf, 0)``.
@@ -340,9 +393,13 @@ def _hint_bounds(
     block = max(1, chunk_bytes // (8 * (K * d + 3 * N + 4 * d)))
     for s in range(0, rows.numel(), block):
         a = rows[s : s + block]
-        xs = xn[run[a, None], corral[a].clamp(min=0)]  # (b, K, d)
-        q = torch.bmm((w[a] / total[a, None])[:, None, :], xs).squeeze(1)
-        ub[a], lb[a] = _bounds_at(q, pq[a], run[a], search)
+        S = corral[a].clamp(min=0)
+        lam = w[a] / total[a, None]
+        if search.gram is not None:  # many dimensions: read only the used slots' inputs
+            q = combination(xn, run[a], S, lam, valid[a])
+        else:
+            q = torch.bmm(lam[:, None, :], xn[run[a, None], S]).squeeze(1)
+        ub[a], lb[a] = _bounds_at(q, pq[a], run[a], search, tol[a], (gram_rows[a], S, lam, valid[a]))
     return ub, lb
 
 
@@ -366,14 +423,14 @@ def _start_corrals(corral: Tensor, weights: Tensor, nn: Tensor, width: int) -> t
 
 def _apply_hint(
     hint: tuple[Tensor, Tensor], open_: Tensor, pq: Tensor, xn: Tensor, run: Tensor, flat: Tensor,
-    corral: Tensor, weights: Tensor, u: Tensor, l: Tensor, search: _Search, chunk_bytes: int,
+    corral: Tensor, weights: Tensor, u: Tensor, l: Tensor, search: _Search, chunk_bytes: int, tol: Tensor,
 ) -> None:
     """Stage 2 of :func:`_solve_queries`, in place: the bounds at the previous call's convex
     combinations for the ``open_`` queries, whose corral and weights replace the nearest input
     where they are nearer."""
     hc = hint[0].reshape(-1, hint[0].shape[-1])[flat[open_]]
     hw = hint[1].reshape(-1, hint[1].shape[-1])[flat[open_]]
-    uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, search, chunk_bytes)
+    uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, search, chunk_bytes, tol[open_], open_)
     better = uh < u[open_]
     upd = open_[better]
     corral[upd] = -1
@@ -417,21 +474,30 @@ def _solve_queries(
     R, N, d = xn.shape
     Q = pq.shape[0]
     kcap = min(N, d + 1)
-    search = _search(xn, tol, run)
-    nn, u, l = _screen(pq, xn, run, tol, search, chunk_bytes)
+    # the Gram matrix: O(1) look-ups of <x_k, x_new> for the solver when it fits the budget and,
+    # in many dimensions, searches over a few inputs' combinations in O(N) per input
+    fits = R * N * N * 8 <= chunk_bytes
+    gram: Tensor | None = None
+    gs = nn0 = None
+    if gram_fits(R, N, Q, d, chunk_bytes):
+        base = warm.gram_base(xn, chunk_bytes) if warm is not None else gram_base(xn, chunk_bytes)
+        gs, nn0 = gram_search(pq, xn, run, base, chunk_bytes)
+        gram = base.gram
+    search = _search(xn, tol, run, gs)
+    nn, u, l = _screen(pq, xn, run, tol, search, chunk_bytes, nn0)
     corral = torch.full((Q, kcap), -1, dtype=torch.long, device=device)
     weights = torch.zeros((Q, kcap), dtype=_F64, device=device)
     corral[:, 0], weights[:, 0] = nn, 1.0
     done = _stop_rule(u, l, u, tol, threshold, both)
     hint = warm.hint(R, M, N, kcap, device) if warm is not None else None
     if hint is not None and not bool(done.all()):
-        _apply_hint(hint, (~done).nonzero().squeeze(1), pq, xn, run, flat, corral, weights, u, l, search, chunk_bytes)
+        _apply_hint(hint, (~done).nonzero().squeeze(1), pq, xn, run, flat, corral, weights, u, l, search, chunk_bytes, tol)
         done = _stop_rule(u, l, u, tol, threshold, both)
     todo = (~done).nonzero().squeeze(1)
     iters = unresolved = 0
     to_solver = todo.numel()
-    # Gram matrix for O(1) look-ups of <x_k, x_new> when it fits the budget
-    gram = torch.bmm(xn, xn.transpose(1, 2)) if todo.numel() and R * N * N * 8 <= chunk_bytes else None
+    if gram is None and todo.numel() and fits:
+        gram = torch.bmm(xn, xn.transpose(1, 2))
     # Two passes: most queries settle within a few dozen iterations, so their corrals stay small
     # and many fit one chunk; only those still open after _SHORT_ITER iterations go on, from
     # their corral, in chunks sized for the largest corral, min(N, d + 1) points. Except where
@@ -455,6 +521,7 @@ def _solve_queries(
             ub_c, lb_c, it_c, un_c = _wolfe_bounds(
                 pq[idx], xn, run[idx], gram, tol=tol[idx], threshold=None if threshold is None else threshold[idx],
                 max_iter=its, corral_out=c_out, weights_out=w_out, both=both, near=nn[idx], xt32=search.xt32,
+                gram_search=gs, gram_rows=idx,
                 # the last pass continues where the first stopped
                 start=_start_corrals(corral[idx], weights[idx], nn[idx], k1 - 1) if last and (two or resume) else None,
             )

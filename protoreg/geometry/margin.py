@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from protoreg.geometry._common import _F64, _check_pair, _check_points
+from protoreg.geometry.gram import gram_bytes, gram_fits
 from protoreg.geometry.hull import _CHUNK_BYTES, HullWarmStart, _hull_bounds, hull_extent
 
 #: Default margin: outside = hull distance above this fraction of the data's resolution.
@@ -237,8 +238,9 @@ def check_bytes(runs: int, n: int, width: int, dim: int, *, chunk_bytes: int = _
     of ``dim`` coordinates: the float64 copies of inputs and prototypes, the float32 copy of
     the inputs, the warm-start cache at its largest (``min(n, dim + 1)`` points per prototype),
     the working blocks (nearest-input search, hyperplane bounds, solver, Gram matrix: each at
-    most ``chunk_bytes``) and the collapse check's float32/float64 blocks; the resolution's
-    block is smaller than one working block.
+    most ``chunk_bytes``), in many dimensions the Gram searches' matrices
+    (:func:`~protoreg.geometry.gram.gram_bytes`, kept between checks) and the collapse check's
+    float32/float64 blocks; the resolution's block is smaller than one working block.
     """
     if dim <= 1:  # intervals and sorted positions: O(R (N + M))
         return 64 * runs * (n + width)
@@ -249,5 +251,7 @@ def check_bytes(runs: int, n: int, width: int, dim: int, *, chunk_bytes: int = _
     solver = min(chunk_bytes, 8 * q * (2 * k1 * k1 + k1 * dim + 3 * n + 4 * dim))
     screen = min(chunk_bytes, 8 * q * (2 * n + 4 * dim))
     gram = 8 * runs * n * n if 8 * runs * n * n <= chunk_bytes else 0
+    if gram_fits(runs, n, q, dim, chunk_bytes):  # the Gram searches' matrices, kept between checks
+        gram = gram_bytes(runs, n, q, dim)
     collapse = 32 * min(width, 1024) * width
     return copies + cache + solver + screen + gram + collapse

@@ -81,6 +81,8 @@ from torch import Tensor
 
 from protoreg.geometry._common import _F64
 from protoreg.geometry.corral import _CorralState, _Problem
+from protoreg.geometry import gram as _gram
+from protoreg.geometry.gram import GramSearch
 from protoreg.geometry.linalg import _rank1_update_, _rows_bmv, _run_scores
 
 # Iterations between residual checks / refinements of the corral solutions.
@@ -227,42 +229,29 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
     r_mj = prob.run[st.qid[mj]]
     dist = torch.linalg.vector_norm(z, dim=1)
     qz = (q * z).sum(-1)
-    if prob.xt32 is None:
-        scores = _run_scores(z, r_mj, prob.xt)  # (m, N)
-        # argmin + gather: the fused (values, indices) reduction is far
-        # slower on CPU for these shapes
-        s = scores.argmin(dim=1)
-        smin = scores.gather(1, s[:, None]).squeeze(1)
-        smin_cert = smin
-    else:
-        # float32 search (half the time of the dominant product); the chosen vertex's score
-        # in float64, and a certified lower bound on the minimum over all inputs
-        scores32 = _run_scores(z.float(), r_mj, prob.xt32)
-        s = scores32.argmin(dim=1)
-        smin = (prob.xn[r_mj, s] * z).sum(-1)
-        low = scores32.gather(1, s[:, None]).squeeze(1).double() - cast(Tensor, prob.score_err)[r_mj] * dist  # set with xt32
-        smin_cert = torch.minimum(smin, low)
-        del scores32
-        # near convergence float32 cannot rank the inputs: where the chosen vertex does not
-        # improve (or is in the corral), search again in float64
-        redo = (smin >= qz) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
-        if bool(redo.any()):
-            rr = redo.nonzero().squeeze(1)
+    s, smin, smin_cert, redo = _vertex(prob, st, mj, z, dist, qz, r_mj)
+    tol_m = prob.tol[st.qid[mj]]
+    thr_m = None if prob.threshold is None else prob.threshold[st.qid[mj]]
+    ub_m = torch.fmin(st.ub[mj], dist)
+    lb_m = torch.maximum(st.lb[mj], _hyperplane_bound(dist, qz, smin_cert))
+    if redo is not None:
+        # near convergence an approximate search cannot rank the inputs: where its vertex does
+        # not improve (or is in the corral), a row its certificate does not stop already
+        # searches again in float64 (the bounds of the others stay those they stopped with)
+        unsure = redo & ~_stop_rule(ub_m, lb_m, dist, tol_m, thr_m, prob.both)
+        if bool(unsure.any()):
+            rr = unsure.nonzero().squeeze(1)
             sc = _run_scores(z[rr], r_mj[rr], prob.xt)
             s[rr] = sc.argmin(dim=1)
             smin[rr] = smin_cert[rr] = sc.gather(1, s[rr, None]).squeeze(1)
+            lb_m[rr] = torch.maximum(st.lb[mj[rr]], _hyperplane_bound(dist[rr], qz[rr], smin_cert[rr]))
     w = qz - smin  # half the Frank-Wolfe gap at the chosen vertex
-    w_cert = qz - smin_cert  # an upper bound of half the Frank-Wolfe gap
-    safe = torch.where(dist > 0, dist, torch.ones_like(dist))
-    lb_new = torch.where(dist > 0, (dist - w_cert / safe).clamp(min=0.0), torch.zeros_like(dist))
     # Wolfe's iteration decreases the distance strictly between checks
     progress = dist < st.last[mj]
     st.last[mj] = dist
-    ub_m = torch.fmin(st.ub[mj], dist)
-    lb_m = torch.maximum(st.lb[mj], lb_new)
     st.ub[mj] = ub_m
     st.lb[mj] = lb_m
-    stop = _stop_rule(ub_m, lb_m, dist, prob.tol[st.qid[mj]], None if prob.threshold is None else prob.threshold[st.qid[mj]], prob.both)
+    stop = _stop_rule(ub_m, lb_m, dist, tol_m, thr_m, prob.both)
     in_corral = ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
     # numerical trouble (the FW vertex is already in the corral, or no
     # decrease): switch the query to least-squares corral solves,
@@ -282,6 +271,79 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
     step = prob.xn[prob.run[st.qid[add]], s_add] - q[go]
     gamma = (w[go] / (step * step).sum(-1).clamp(min=1e-300)).clamp(0.0, 1.0)
     return add, s_add, gamma
+
+
+def _vertex(
+    prob: _Problem, st: _CorralState, mj: Tensor, z: Tensor, dist: Tensor, qz: Tensor, r_mj: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """The Frank-Wolfe vertex ``s = argmin_i <x_i, z>`` of the major rows ``mj`` (``z = q - p``,
+    ``dist = ||z||``, ``qz = <q, z>``), its score ``smin``, a certified lower bound
+    ``smin_cert`` of the minimum over all inputs, and ``redo`` (None when every row searched
+    in float64): the rows whose approximate choice does not improve or is in the corral.
+
+    Searched through the Gram matrix (:mod:`protoreg.geometry.gram`) where the solve has one and
+    its certified error suits the row, else directly: in float32 where certified, else float64.
+    An approximate search's choice gets its exact (float64) score.
+    """
+    gs = prob.gram_search
+    if gs is None and prob.xt32 is None:
+        scores = _run_scores(z, r_mj, prob.xt)  # (m, N)
+        # argmin + gather: the fused (values, indices) reduction is far
+        # slower on CPU for these shapes
+        s = scores.argmin(dim=1)
+        smin = scores.gather(1, s[:, None]).squeeze(1)
+        return s, smin, smin, None
+    if gs is None:
+        # float32 search (half the time of the dominant product); the chosen vertex's score
+        # in float64, and a certified lower bound on the minimum over all inputs
+        scores32 = _run_scores(z.float(), r_mj, cast(Tensor, prob.xt32))
+        s = scores32.argmin(dim=1)
+        low = scores32.gather(1, s[:, None]).squeeze(1).double() - cast(Tensor, prob.score_err)[r_mj] * dist  # set with xt32
+        del scores32
+        exact = None
+    else:
+        m = mj.numel()
+        s = torch.zeros(m, dtype=torch.long, device=z.device)
+        low = torch.zeros(m, dtype=_F64, device=z.device)
+        exact = torch.zeros(m, dtype=torch.bool, device=z.device)
+        qid = st.qid[mj]
+        rows = cast(Tensor, prob.gram_rows)[qid]
+        S, lam, mask = st.S[mj], st.lam[mj], st.mask[mj]
+        err = gs.error(rows, r_mj, S, lam, mask)
+        use = (mask.sum(dim=1) <= gs.max_k) & (err <= _gram.GRAM_SHARE * prob.tol[qid] * dist)
+        g = use.nonzero().squeeze(1)
+        if g.numel():
+            sc, off = gs.scores(rows[g], r_mj[g], S[g], lam[g], mask[g], z[g])
+            s[g] = sc.argmin(dim=1)
+            low[g] = sc.gather(1, s[g, None]).squeeze(1).double() + off - err[g]
+            del sc
+        d = (~use).nonzero().squeeze(1)
+        if d.numel():
+            if prob.xt32 is None:
+                sc = _run_scores(z[d], r_mj[d], prob.xt)
+                s[d] = sc.argmin(dim=1)
+                low[d] = sc.gather(1, s[d, None]).squeeze(1)
+                exact[d] = True
+            else:
+                sc = _run_scores(z[d].float(), r_mj[d], prob.xt32)
+                s[d] = sc.argmin(dim=1)
+                low[d] = sc.gather(1, s[d, None]).squeeze(1).double() - cast(Tensor, prob.score_err)[r_mj[d]] * dist[d]
+            del sc
+    smin = (prob.xn[r_mj, s] * z).sum(-1)
+    smin_cert = torch.minimum(smin, low)
+    redo = (smin >= qz) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
+    if exact is not None:
+        smin = torch.where(exact, low, smin)
+        smin_cert = torch.where(exact, low, smin_cert)
+        redo &= ~exact
+    return s, smin, smin_cert, redo
+
+
+def _hyperplane_bound(dist: Tensor, qz: Tensor, smin_cert: Tensor) -> Tensor:
+    """The separating-hyperplane lower bound ``dist - w / dist`` (``w = qz - smin_cert``, an
+    upper bound of half the Frank-Wolfe gap), at least 0; 0 at distance 0."""
+    safe = torch.where(dist > 0, dist, torch.ones_like(dist))
+    return torch.where(dist > 0, (dist - (qz - smin_cert) / safe).clamp(min=0.0), torch.zeros_like(dist))
 
 
 def _make_room(
@@ -457,6 +519,8 @@ def _wolfe_bounds(
     near: Tensor | None = None,
     start: tuple[Tensor, Tensor] | None = None,
     xt32: Tensor | None = None,
+    gram_search: GramSearch | None = None,
+    gram_rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int, int]:
     """Certified bounds on ``dist(p[a], conv xn[run[a]])`` for every query.
 
@@ -503,6 +567,9 @@ def _wolfe_bounds(
     xt32 : Tensor, shape (R, d, N), float32, optional
         ``xn.transpose(1, 2)`` in float32, when the caller holds it already (else copied here
         if the float32 search is used).
+    gram_search : GramSearch, optional
+        Searches through the Gram matrix (:mod:`protoreg.geometry.gram`) for the rows it suits,
+        with ``gram_rows`` (Q,): each query's row of it.
 
     Returns
     -------
@@ -532,6 +599,7 @@ def _wolfe_bounds(
         tol=tol_q, threshold=thr_q, ub_out=ub_out, lb_out=lb_out, corral_out=corral_out,
         weights_out=weights_out, both=both,
         xt32=(xt32 if xt32 is not None else xn.float().transpose(1, 2)) if low else None, score_err=err if low else None,
+        gram_search=gram_search, gram_rows=gram_rows,
     )
     st = _start(prob, near, start)
     it = 0

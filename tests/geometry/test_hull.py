@@ -537,28 +537,40 @@ def test_warm_start_skips_the_solver_for_prototypes_its_combinations_settle(monk
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 3]), k=st.integers(1, 4), low=st.booleans())
+@given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 3, 300]), k=st.integers(1, 4), low=st.booleans())
 def test_hint_bounds_bracket_the_exact_distance(seed: int, d: int, k: int, low: bool) -> None:
     """The certificates at any stored combination (arbitrary corrals and non-negative weights,
-    unused slots, repeated points) bracket the exact distance, with the float64 search and with
-    the float32 one less its error bound; rows without a corral get (inf, 0)."""
+    unused slots, repeated points) bracket the exact distance, with the float64 search, with
+    the float32 one less its error bound and (d = 300) through the Gram matrix less its error
+    bound; rows without a corral get (inf, 0)."""
+    from protoreg.geometry.gram import gram_base, gram_search
     from protoreg.geometry.hull import _hint_bounds, _Search
     from protoreg.geometry.solver import _score_error
 
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((8, d))
-    p = rng.standard_normal((12, d)) * 2.0
+    x = rng.standard_normal((8, d)) + 3.0  # far from the origin: the Gram search centres
+    p = rng.standard_normal((12, d)) * 2.0 + 3.0
     corral = torch.as_tensor(rng.integers(-1, 8, size=(12, k)))
     corral[:6, 0] = torch.as_tensor(rng.integers(0, 8, size=6))
     weights = torch.as_tensor(rng.random((12, k)))
     xn = t64(x)[None]
     xt = xn.transpose(1, 2)
-    search = _Search(xt, xt.float(), _score_error((xn * xn).sum(-1), d) if low else None)
-    ub, lb = _hint_bounds(t64(p), xn, torch.zeros(12, dtype=torch.long), corral, weights, search, 1 << 20)
+    run = torch.zeros(12, dtype=torch.long)
+    gs = gram_search(t64(p), xn, run, gram_base(xn, 1 << 20), 1 << 20)[0] if d == 300 else None
+    search = _Search(xt, xt.float(), _score_error((xn * xn).sum(-1), d) if low else None, gs)
+    tol = torch.full((12,), math.inf, dtype=torch.float64)  # every row may search through the Gram matrix
+    sub = torch.as_tensor(rng.permutation(12))  # a subset in any order, as the open queries are
+    p, corral, weights = p[sub.numpy()], corral[sub], weights[sub]
+    ub, lb = _hint_bounds(t64(p), xn, run, corral, weights, search, 1 << 20, tol, sub)
     exact = np.array([exact_distance(q, x) for q in p])
     has = (corral[:, 0] >= 0).numpy()
     assert np.all(ub.numpy()[has] >= exact[has] - 1e-9) and np.all(lb.numpy() <= exact + 1e-9)
     assert np.all(np.isinf(ub.numpy()[~has])) and np.all(lb.numpy()[~has] == 0)
+    if gs is not None:  # and the bounds are those of the direct float64 search, to the error bound
+        direct = _hint_bounds(t64(p), xn, run, corral, weights, _Search(xt, xt.float(), None), 1 << 20, tol, sub)
+        assert torch.allclose(ub[has], direct[0][has], rtol=0, atol=1e-12)
+        assert torch.all((lb - direct[1]).abs() <= 1e-4)
+
 
 def gap_np(p: np.ndarray) -> float:
     fin = [q for q in p if np.isfinite(q).all()]
