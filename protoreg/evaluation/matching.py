@@ -201,7 +201,7 @@ def optimal_matching(p: np.ndarray, x: np.ndarray, *, dense_max: int = DENSE_MAX
       matrix's float32 rounding (12 M N bytes in all) and is accepted only with a float64 dual
       certificate (:func:`~protoreg.evaluation.lapcert.assignment_gap`), else solved again in
       float64 (:func:`_match_lapjv32`);
-    - ``auction`` (d >= 2, M = N, from :data:`LAPJV_FLOAT32_MIN_PAIRS` pairs on): the
+    - ``auction`` (d >= 2, M = N, from :data:`AUCTION_MIN_PAIRS` pairs on): the
       epsilon-scaling auction of :mod:`protoreg.evaluation.auction` (float32 phases, then float64
       ones), accepted when its prices prove it within :data:`MATCHING_REL_TOL` of the optimum
       (:func:`~protoreg.evaluation.lapcert.dual_bound`), else the ``lapjv`` path above.
@@ -240,11 +240,41 @@ def _match_lapjv(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     on, :func:`_match_lapjv32`."""
     if p.shape[0] == 0 or x.shape[0] == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), "lapjv"
-    if p.shape[0] * x.shape[0] >= LAPJV_FLOAT32_MIN_PAIRS:
+    pairs = p.shape[0] * x.shape[0]
+    if pairs >= LAPJV_FLOAT32_MIN_PAIRS:
         return _match_lapjv32(p, x)
     cost, _ = _cost_matrix(p, x)
+    if cost.shape[0] == cost.shape[1] and pairs >= AUCTION_MIN_PAIRS:
+        cols = _certified_auction(cost)
+        if cols is not None:
+            return np.arange(cost.shape[0]), cols, "auction"
     rows, cols = lap.lapjvh(cost, extend_cost=True, return_cost=False)
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), "lapjv"
+
+
+#: From this many pairs on (2,048 x 2,048), square d >= 2 matchings run the auction first
+#: (:func:`_certified_auction`): on trained prototypes it beats ``lapjvh`` from about 2,000 x
+#: 2,000 on (64-D: 0.79 s against 2.14 s at 2,000, 2.18 s against 15.49 s at 4,096; MNIST 784-D:
+#: 0.51 s against 1.65 s at 2,000, 1.15 s against 1.55 s at 5,000) and loses below (64-D: 0.39 s
+#: against 0.27 s at 1,000), measured in docs/performance.md.
+AUCTION_MIN_PAIRS = 1 << 22
+
+
+def _certified_auction(cost: np.ndarray) -> np.ndarray | None:
+    """The auction's assignment (row i -> column ``cols[i]``) of the square float64 ``cost``
+    when its own prices prove it within :data:`MATCHING_REL_TOL` of the optimum
+    (:func:`~protoreg.evaluation.lapcert.dual_bound`), else ``None`` (a zero optimum, entries
+    beyond float32's range or not finite, the bid guard)."""
+    from protoreg.evaluation.auction import auction_assignment
+    from protoreg.evaluation.lapcert import dual_bound
+
+    found = auction_assignment(cost, MATCHING_REL_TOL)
+    if found is None:
+        return None
+    total = math.fsum(cost[np.arange(cost.shape[0]), found.cols].tolist())
+    if total - dual_bound(cost, found.potentials) <= MATCHING_REL_TOL * total:
+        return np.asarray(found.cols, dtype=np.int64)
+    return None
 
 
 #: From this many prototype-input pairs on (8,192 x 8,192), the d >= 2 matching solves in float32
@@ -262,8 +292,7 @@ def _match_lapjv32(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     of the float64 matrix's optimum; otherwise (ties closer than float32 resolves, or a solver
     refusal) the float64 solve runs on the same matrix. Either way the matching found costs at
     most ``1 + 3.1 MATCHING_REL_TOL`` times the optimum."""
-    from protoreg.evaluation.auction import auction_assignment
-    from protoreg.evaluation.lapcert import assignment_gap, dual_bound
+    from protoreg.evaluation.lapcert import assignment_gap
 
     swap = p.shape[0] > x.shape[0]  # the certificate wants rows <= columns
     cost, _ = _cost_matrix(x, p) if swap else _cost_matrix(p, x)
@@ -271,12 +300,10 @@ def _match_lapjv32(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if top > 0 and abs(math.frexp(top)[1]) > 64:  # into float32's range; a power of two: same optimum
         cost *= 2.0 ** -math.frexp(top)[1]
     if cost.shape[0] == cost.shape[1]:
-        found = auction_assignment(cost, MATCHING_REL_TOL)
+        found = _certified_auction(cost)
         if found is not None:
             rows = np.arange(cost.shape[0])
-            total = math.fsum(cost[rows, found.cols].tolist())
-            if total - dual_bound(cost, found.potentials) <= MATCHING_REL_TOL * total:
-                return (found.cols, rows, "auction") if swap else (rows, found.cols, "auction")
+            return (found, rows, "auction") if swap else (rows, found, "auction")
     try:
         if cost.shape[0] == cost.shape[1]:
             rows, cols = lap.lapjvs(cost, return_cost=False, prefer_float32=True)
@@ -305,7 +332,8 @@ def matching_bytes(m: int, n: int, d: int) -> int:
     if m * n <= DENSE_MAX_ELEMENTS:
         pairs = 3 * 8 * m * n
     elif d > 1:
-        pairs = (12 if m * n >= LAPJV_FLOAT32_MIN_PAIRS else 8) * m * n  # with the float32 copy
+        float32 = m * n >= LAPJV_FLOAT32_MIN_PAIRS or (m == n and m * n >= AUCTION_MIN_PAIRS)
+        pairs = (12 if float32 else 8) * m * n  # with the float32 copy
     else:
         pairs = 0
     return pairs + MATCHING_WORK_BYTES + 64 * (m + n)

@@ -47,8 +47,9 @@ _U64 = 2.0**-53
 def gram_bytes(runs: int, n: int, queries: int, dim: int) -> int:
     """Bytes the Gram searches of one hull call hold for ``queries`` queries (0 where none is
     built): the float64 Gram matrices, their centred float32 copies (``runs * n * n`` each),
-    ``c`` (``queries * n`` float32), and the copy of the inputs that keys the cache."""
-    return 12 * runs * n * n + 4 * queries * n + 8 * runs * n * dim if dim >= GRAM_MIN_DIM else 0
+    ``c`` (``queries * n`` float32), the centred inputs and the copy of the inputs that keys
+    the cache (``runs * n * dim`` float64 each)."""
+    return 12 * runs * n * n + 4 * queries * n + 16 * runs * n * dim if dim >= GRAM_MIN_DIM else 0
 
 
 def gram_fits(runs: int, n: int, queries: int, dim: int, chunk_bytes: int) -> bool:

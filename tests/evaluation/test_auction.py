@@ -109,6 +109,28 @@ def test_the_matching_uses_the_auction_on_large_square_problems(monkeypatch):
     assert optimal_matching(p[:150], x, dense_max=0).method == "lapjv"  # rectangular: lapx
 
 
+def test_below_the_float32_threshold_square_problems_run_the_auction_first(monkeypatch):
+    """From AUCTION_MIN_PAIRS on (far below LAPJV_FLOAT32_MIN_PAIRS) a square matching is the
+    auction's; when the auction gives up, the float64 JV solve finds the same optimum; the
+    memory estimate counts the auction's float32 copy there and not below."""
+    from protoreg.evaluation.matching import AUCTION_MIN_PAIRS, LAPJV_FLOAT32_MIN_PAIRS, matching_bytes
+
+    assert AUCTION_MIN_PAIRS < 5_000 * 5_000 < LAPJV_FLOAT32_MIN_PAIRS  # MNIST 5,000: the auction
+    assert matching_bytes(5_000, 5_000, 784) - matching_bytes(5_000, 4_999, 784) >= 4 * 5_000 * 4_999  # the float32 copy
+    assert matching_bytes(1_797, 1_797, 64) - matching_bytes(1_797, 1_796, 64) < 9 * 1_797  # digits: lapjvh alone
+    rng = np.random.default_rng(9)
+    x = rng.random((180, 16))
+    p = x[rng.permutation(180)] + 0.05 * rng.standard_normal((180, 16))
+    cost = np.sqrt(((p[:, None] - x[None]) ** 2).sum(-1))
+    assert optimal_matching(p, x, dense_max=0).method == "lapjv"  # below the threshold
+    monkeypatch.setattr(matching_mod, "AUCTION_MIN_PAIRS", 1)
+    got = optimal_matching(p, x, dense_max=0)
+    assert got.method == "auction" and got.distances.sum() == pytest.approx(optimum(cost), rel=3.1 * MATCHING_REL_TOL)
+    monkeypatch.setattr(auction_mod, "MAX_BIDS_PER_ROW", 0)
+    jv = optimal_matching(p, x, dense_max=0)
+    assert jv.method == "lapjv" and np.array_equal(jv.sample_idx, got.sample_idx)
+
+
 def test_dual_bound_is_below_the_optimum_for_any_potentials():
     rng = np.random.default_rng(8)
     cost = rng.random((30, 30))

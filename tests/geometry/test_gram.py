@@ -110,7 +110,7 @@ def test_the_gram_matrices_are_kept_while_the_inputs_stay_the_same(monkeypatch: 
 
 def test_the_memory_estimate_counts_the_gram_searches() -> None:
     q, n, d = 5000, 5000, 784
-    assert gram_bytes(1, n, q, d) == 12 * n * n + 4 * q * n + 8 * n * d
+    assert gram_bytes(1, n, q, d) == 12 * n * n + 4 * q * n + 16 * n * d
     assert gram_bytes(1, n, q, GRAM_MIN_DIM - 1) == 0
     assert check_bytes(1, n, q, d) >= gram_bytes(1, n, q, d) + 16 * q * (d + 1)
     # beyond the budget no Gram search is built, and none is counted
