@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--float64", action="store_true", help="also time lapx's float64 lapjvh on the same matrix")
     ap.add_argument("--no-lapx", action="store_true", help="skip lapx's float32 kernel (700 s at N = 20,000 on 2 cores)")
     ap.add_argument("--lapjv", action="store_true", help="also time the lapjv package's float32 AVX2 kernel (square; pip install lapjv)")
+    ap.add_argument("--save", default=None, help="write the trained prototypes and inputs to this .npz (p, x) and stop")
     args = ap.parse_args()
     import lap
 
@@ -106,6 +107,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     p, x = trained(args.n, args.dim, args.steps)
+    if args.save:
+        np.savez(args.save, p=p, x=x)
+        print(f"{args.save}: p {p.shape}, x {x.shape}")
+        return
     if args.first:
         p, x = p[: args.first], x[: args.first]
     m, n, d = p.shape[0], x.shape[0], x.shape[1]
