@@ -89,16 +89,16 @@ class GramBase:
             self.buf = buf
 
 
-def gram_base(xn: Tensor, chunk_bytes: int, gram: Tensor | None = None) -> GramBase:
-    """:class:`GramBase` of ``xn`` (``gram``, its float64 Gram matrices, when known); the
-    centring runs in blocks of at most ``chunk_bytes / 4``."""
+def gram_base(xn: Tensor, chunk_bytes: int, queries: int = 0, gram: Tensor | None = None) -> GramBase:
+    """:class:`GramBase` of ``xn`` (``gram``, its float64 Gram matrices, when known) with room
+    for ``queries`` rows of ``c``; the centring runs in blocks of at most ``chunk_bytes / 4``."""
     R, N, d = xn.shape
     if gram is None:
         gram = torch.bmm(xn, xn.transpose(1, 2))
     mu = xn.mean(dim=1)  # (R, d)
     a = torch.bmm(xn, mu[:, :, None]).squeeze(2)  # <x_i, mu>
     m = (mu * mu).sum(-1)
-    buf = torch.empty(R * N, N, dtype=torch.float32, device=xn.device)
+    buf = torch.empty(R * N + queries, N, dtype=torch.float32, device=xn.device)
     block = max(1, chunk_bytes // (4 * 8 * N))
     for r in range(R):
         for s in range(0, N, block):

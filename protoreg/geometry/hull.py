@@ -113,15 +113,16 @@ class HullWarmStart:
             self._scale, self._scale_key = resolution(x), key
         return self._scale.to(x.device)
 
-    def gram_base(self, xn: Tensor, chunk_bytes: int) -> GramBase:
-        """The :class:`~protoreg.geometry.gram.GramBase` of the normalised inputs ``xn``,
-        computed once for as long as they are the same (compared exactly, element by element)."""
+    def gram_base(self, xn: Tensor, chunk_bytes: int, queries: int) -> GramBase:
+        """The :class:`~protoreg.geometry.gram.GramBase` of the normalised inputs ``xn`` (with
+        room for ``queries`` queries), computed once for as long as they are the same (compared
+        exactly, element by element)."""
         if self._gram is not None:
             key, base = self._gram
             if key.shape == xn.shape and key.dtype == xn.dtype and key.device == xn.device and torch.equal(key, xn):
                 return base
         self._gram = None  # the old one goes before the new one is built
-        base = gram_base(xn, chunk_bytes)
+        base = gram_base(xn, chunk_bytes, queries)
         self._gram = (xn.clone(), base)
         return base
 
@@ -480,7 +481,7 @@ def _solve_queries(
     gram: Tensor | None = None
     gs = nn0 = None
     if gram_fits(R, N, Q, d, chunk_bytes):
-        base = warm.gram_base(xn, chunk_bytes) if warm is not None else gram_base(xn, chunk_bytes)
+        base = warm.gram_base(xn, chunk_bytes, Q) if warm is not None else gram_base(xn, chunk_bytes, Q)
         gs, nn0 = gram_search(pq, xn, run, base, chunk_bytes)
         gram = base.gram
     search = _search(xn, tol, run, gs)

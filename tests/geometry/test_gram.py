@@ -26,7 +26,7 @@ def test_scores_stay_within_their_certified_error() -> None:
     xn = _pixels(gen, N, d) - 0.5  # centred on the bounding box, as the hull code does
     p = xn[0, :Q] + 0.2 * torch.randn(Q, d, generator=gen, dtype=torch.float64)
     run = torch.zeros(Q, dtype=torch.long)
-    gs, nn = gram_search(p, xn, run, gram_base(xn, 1 << 24), 1 << 24)
+    gs, nn = gram_search(p, xn, run, gram_base(xn, 1 << 24, Q), 1 << 24)
     assert torch.equal(nn, torch.cdist(p, xn[0]).argmin(dim=1))
     S = torch.randint(0, N, (Q, K), generator=gen)
     mask = torch.rand(Q, K, generator=gen) < 0.7

@@ -556,7 +556,7 @@ def test_hint_bounds_bracket_the_exact_distance(seed: int, d: int, k: int, low: 
     xn = t64(x)[None]
     xt = xn.transpose(1, 2)
     run = torch.zeros(12, dtype=torch.long)
-    gs = gram_search(t64(p), xn, run, gram_base(xn, 1 << 20), 1 << 20)[0] if d == 300 else None
+    gs = gram_search(t64(p), xn, run, gram_base(xn, 1 << 20, 12), 1 << 20)[0] if d == 300 else None
     search = _Search(xt, xt.float(), _score_error((xn * xn).sum(-1), d) if low else None, gs)
     tol = torch.full((12,), math.inf, dtype=torch.float64)  # every row may search through the Gram matrix
     sub = torch.as_tensor(rng.permutation(12))  # a subset in any order, as the open queries are
