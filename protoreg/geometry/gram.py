@@ -145,6 +145,14 @@ class GramSearch:
         f32 = self.ymax[run] * ((k + 4.0) * _U32 * a + 2.0 * _U32 * self.rnorm[rows]) * (1.0 + _U32) ** 2
         return 2.0 * (f32 + self.e64[rows])
 
+    def usable(self, rows: Tensor, run: Tensor, S: Tensor, lam: Tensor, mask: Tensor, tol: Tensor, dist: Tensor) -> tuple[Tensor, Tensor]:
+        """``(use, err)``: which queries search through the Gram matrix (a corral of at most
+        ``max_k`` points, and an :meth:`error` at most :data:`GRAM_SHARE` of their tolerance
+        ``tol`` times their distance ``dist``: the error it leaves in the lower bound), and that
+        error."""
+        err = self.error(rows, run, S, lam, mask)
+        return (mask.sum(dim=1) <= self.max_k) & (err <= GRAM_SHARE * tol * dist), err
+
     def scores(self, rows: Tensor, run: Tensor, S: Tensor, lam: Tensor, mask: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """float32 scores (a, N), ``sum_k lam_k <y_i, y_{S_k}> - <y_i, r>`` (one sparse
         product: the weights, and ``-1`` at each query's row of ``c``), and the float64 offset

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from protoreg.geometry._common import _F64, _check_pair, _check_points
-from protoreg.geometry import gram as _gram
 from protoreg.geometry.gram import GramBase, GramSearch, combination, gram_base, gram_fits, gram_search
 from protoreg.geometry.linalg import _run_scores
 from protoreg.geometry.solver import _float32_ok, _score_error, _stop_rule, _wolfe_bounds
@@ -303,15 +302,15 @@ def _bounds_at(
     ``search`` says so, minus its certified error (a valid, slightly weaker ``lb``). With
     ``combo = (rows, S, lam, mask)``, ``q = sum_k lam_k x_{S_k}`` over the used slots and
     ``rows`` the queries' rows of ``search.gram``: rows whose Gram-space error is at most
-    :data:`~protoreg.geometry.gram.GRAM_SHARE` of their tolerance ``tol`` search there.
+    :data:`~protoreg.geometry.gram.GRAM_SHARE` of their tolerance ``tol`` search there
+    (:meth:`~protoreg.geometry.gram.GramSearch.usable`).
     """
     z = q - p
     ub = torch.linalg.vector_norm(z, dim=1)
     gs = search.gram
     if gs is not None and combo is not None and tol is not None:
         rows, S, lam, mask = combo
-        err = gs.error(rows, run, S, lam, mask)
-        use = (mask.sum(dim=1) <= gs.max_k) & (err <= _gram.GRAM_SHARE * tol * ub)
+        use, err = gs.usable(rows, run, S, lam, mask, tol, ub)
         smin = torch.empty_like(ub)
         g = use.nonzero().squeeze(1)
         if g.numel():

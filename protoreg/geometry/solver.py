@@ -81,7 +81,6 @@ from torch import Tensor
 
 from protoreg.geometry._common import _F64
 from protoreg.geometry.corral import _CorralState, _Problem
-from protoreg.geometry import gram as _gram
 from protoreg.geometry.gram import GramSearch
 from protoreg.geometry.linalg import _rank1_update_, _rows_bmv, _run_scores
 
@@ -286,21 +285,11 @@ def _vertex(
     An approximate search's choice gets its exact (float64) score.
     """
     gs = prob.gram_search
-    if gs is None and prob.xt32 is None:
-        scores = _run_scores(z, r_mj, prob.xt)  # (m, N)
-        # argmin + gather: the fused (values, indices) reduction is far
-        # slower on CPU for these shapes
-        s = scores.argmin(dim=1)
-        smin = scores.gather(1, s[:, None]).squeeze(1)
-        return s, smin, smin, None
+    exact: Tensor | None = None
     if gs is None:
-        # float32 search (half the time of the dominant product); the chosen vertex's score
-        # in float64, and a certified lower bound on the minimum over all inputs
-        scores32 = _run_scores(z.float(), r_mj, cast(Tensor, prob.xt32))
-        s = scores32.argmin(dim=1)
-        low = scores32.gather(1, s[:, None]).squeeze(1).double() - cast(Tensor, prob.score_err)[r_mj] * dist  # set with xt32
-        del scores32
-        exact = None
+        s, low, exact_all = _direct_search(prob, z, r_mj, dist)
+        if exact_all:
+            return s, low, low, None
     else:
         m = mj.numel()
         s = torch.zeros(m, dtype=torch.long, device=z.device)
@@ -309,8 +298,7 @@ def _vertex(
         qid = st.qid[mj]
         rows = cast(Tensor, prob.gram_rows)[qid]
         S, lam, mask = st.S[mj], st.lam[mj], st.mask[mj]
-        err = gs.error(rows, r_mj, S, lam, mask)
-        use = (mask.sum(dim=1) <= gs.max_k) & (err <= _gram.GRAM_SHARE * prob.tol[qid] * dist)
+        use, err = gs.usable(rows, r_mj, S, lam, mask, prob.tol[qid], dist)
         g = use.nonzero().squeeze(1)
         if g.numel():
             sc, off = gs.scores(rows[g], r_mj[g], S[g], lam[g], mask[g], z[g])
@@ -319,16 +307,7 @@ def _vertex(
             del sc
         d = (~use).nonzero().squeeze(1)
         if d.numel():
-            if prob.xt32 is None:
-                sc = _run_scores(z[d], r_mj[d], prob.xt)
-                s[d] = sc.argmin(dim=1)
-                low[d] = sc.gather(1, s[d, None]).squeeze(1)
-                exact[d] = True
-            else:
-                sc = _run_scores(z[d].float(), r_mj[d], prob.xt32)
-                s[d] = sc.argmin(dim=1)
-                low[d] = sc.gather(1, s[d, None]).squeeze(1).double() - cast(Tensor, prob.score_err)[r_mj[d]] * dist[d]
-            del sc
+            s[d], low[d], exact[d] = _direct_search(prob, z[d], r_mj[d], dist[d])
     smin = (prob.xn[r_mj, s] * z).sum(-1)
     smin_cert = torch.minimum(smin, low)
     redo = (smin >= qz) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
@@ -337,6 +316,22 @@ def _vertex(
         smin_cert = torch.where(exact, low, smin_cert)
         redo &= ~exact
     return s, smin, smin_cert, redo
+
+
+def _direct_search(prob: _Problem, z: Tensor, r: Tensor, dist: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """``argmin_i <x_i, z>`` by the direct product with all inputs, a lower bound of its minimum
+    and whether that bound is the float64 minimum itself; in float32 (half the time of the
+    dominant product) where ``prob`` certifies it, the bound then less its error for
+    ``||z|| = dist``."""
+    if prob.xt32 is None:
+        scores = _run_scores(z, r, prob.xt)  # (m, N)
+        # argmin + gather: the fused (values, indices) reduction is far
+        # slower on CPU for these shapes
+        s = scores.argmin(dim=1)
+        return s, scores.gather(1, s[:, None]).squeeze(1), True
+    scores32 = _run_scores(z.float(), r, prob.xt32)
+    s = scores32.argmin(dim=1)
+    return s, scores32.gather(1, s[:, None]).squeeze(1).double() - cast(Tensor, prob.score_err)[r] * dist, False  # set with xt32
 
 
 def _hyperplane_bound(dist: Tensor, qz: Tensor, smin_cert: Tensor) -> Tensor:
