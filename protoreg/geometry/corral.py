@@ -36,7 +36,8 @@ class _Problem:
     ``score_err`` (R,) then bounds the error of every float32 score by ``score_err[r] * ||z||``,
     so the lower bound stays certified (:func:`~protoreg.geometry.solver._score_error`).
     ``gram_search`` (with ``gram_rows`` (Q,), each query's row of it) searches through the
-    Gram matrix where it suits a row (:mod:`protoreg.geometry.gram`).
+    Gram matrix where it suits a row (:mod:`protoreg.geometry.gram`); with ``gram_flat`` too the
+    solve runs in Gram space (:attr:`gram_space`).
     """
 
     p: Tensor
@@ -58,6 +59,14 @@ class _Problem:
     score_err: Tensor | None = None
     gram_search: GramSearch | None = None
     gram_rows: Tensor | None = None
+    psq: Tensor | None = None
+
+    @property
+    def gram_space(self) -> bool:
+        """Whether the solve runs without corral coordinates: with Gram searches and the float64
+        Gram matrices, every product the iteration needs is a look-up (``psq`` (Q,) then holds
+        ``||p||^2``)."""
+        return self.gram_search is not None and self.gram_flat is not None
 
     def finish(self, st: _CorralState, rows: Tensor, unsure: Tensor | None = None) -> None:
         """Write the bounds (and corrals) of state rows ``rows`` out and retire them.
@@ -85,7 +94,8 @@ class _CorralState:
         Query index (into :class:`_Problem`) of each row.
     S, mask, lam, xs, bs : (A, K), (A, K), (A, K), (A, K, d), (A, K)
         Corral slots: input indices, slots in use, convex weights,
-        coordinates and ``<x_s, p>``.
+        coordinates (``(A, K, 0)`` in Gram space, where they are gathered when needed) and
+        ``<x_s, p>``.
     Hinv, U : (A, K, K), (A, K, 2)
         Inverse of ``H = X_S X_S^T + 1 1^T`` (identity on unused slots) and
         ``U = Hinv [bs, 1]``.
@@ -142,18 +152,20 @@ class _CorralState:
         tail = torch.arange(K, K + grow, device=self.Hinv.device)
         self.Hinv[:, tail, tail] = 1.0
 
-    def refresh(self, rows: Tensor) -> None:
+    def refresh(self, rows: Tensor, gss: Tensor | None = None) -> None:
         """Exact re-inversion of ``H`` for ``rows``, then two refinement steps of ``U``.
 
         The residual of ``U = H^{-1} [bs, 1]`` is evaluated from the
-        coordinates (``H U = X_S (X_S^T U) + 1 (1^T U)`` on the used slots).
+        coordinates (``H U = X_S (X_S^T U) + 1 (1^T U)`` on the used slots), or from
+        ``gss`` (r, K, K), the corrals' Gram matrices ``X_S X_S^T``, where given.
         """
         m, x_r = self.mask[rows], self.xs[rows]
-        h_r = _corral_inverse(x_r, m)
+        h_r = _corral_inverse(torch.bmm(x_r, x_r.transpose(1, 2)) if gss is None else gss, m)
         rhs = torch.stack((torch.where(m, self.bs[rows], 0.0), m.to(_F64)), dim=2)
         u_r = torch.bmm(h_r, rhs)
         for _ in range(2):
-            hu = torch.bmm(x_r, torch.bmm(x_r.transpose(1, 2), u_r)) + u_r.sum(1, keepdim=True)
+            hx = torch.bmm(x_r, torch.bmm(x_r.transpose(1, 2), u_r)) if gss is None else torch.bmm(gss, u_r)
+            hu = hx + u_r.sum(1, keepdim=True)
             hu = torch.where(m[:, :, None], hu, u_r)
             u_r = u_r + torch.bmm(h_r, rhs - hu)
         self.Hinv[rows] = h_r
@@ -165,9 +177,10 @@ class _CorralState:
         t = (1.0 - u.sum(1)) / v.sum(1)
         return torch.where(self.mask, u + t[:, None] * v, 0.0)
 
-    def lstsq(self, rows: Tensor, p: Tensor) -> Tensor:
-        """Affine minimiser weights of ``rows`` by least squares (``p`` all queries)."""
-        return _corral_lstsq(self.xs[rows], self.mask[rows], p[self.qid[rows]])
+    def lstsq(self, rows: Tensor, p: Tensor, xs: Tensor | None = None) -> Tensor:
+        """Affine minimiser weights of ``rows`` by least squares (``p`` all queries; ``xs`` the
+        rows' corral coordinates, where not stored)."""
+        return _corral_lstsq(self.xs[rows] if xs is None else xs, self.mask[rows], p[self.qid[rows]])
 
     def downdate(self, drop: Tensor) -> None:
         """Remove the slots flagged in ``drop`` (A, K) by Schur downdates.

@@ -63,14 +63,16 @@ def gram_fits(runs: int, n: int, queries: int, dim: int, chunk_bytes: int) -> bo
 class GramBase:
     """What Gram searches need of the normalised inputs ``xn`` (R, N, d) alone, reusable for as
     long as they do not change (:class:`~protoreg.geometry.HullWarmStart` keeps it between
-    checks): ``gram`` (R, N, N) float64 ``X X^T``; ``mu`` (R, d) the inputs' means; ``y``
-    (R, N, d) the centred inputs ``x_i - mu``; ``norms`` (R, N) ``||x_i - mu||``; ``buf``
+    checks): ``gram`` (R, N, N) float64 ``X X^T``; ``mu`` (R, d) the inputs' means; ``amu``
+    (R, N) ``<x_i, mu>``; ``y`` (R, N, d) the centred inputs ``x_i - mu``; ``norms`` (R, N)
+    ``||x_i - mu||``; ``buf``
     (R * N + C, N) float32: ``<x_i - mu, x_k - mu>`` stacked over the runs (``g32``), then room
     for ``C`` queries' rows of ``c`` (:func:`gram_search` writes them; the sparse product then
     subtracts them in the same pass)."""
 
     gram: Tensor
     mu: Tensor
+    amu: Tensor
     y: Tensor
     norms: Tensor
     buf: Tensor
@@ -105,7 +107,7 @@ def gram_base(xn: Tensor, chunk_bytes: int, queries: int = 0, gram: Tensor | Non
             g = gram[r, s : s + block] - a[r, s : s + block, None] - a[r, None, :] + m[r]
             buf[r * N + s : r * N + s + g.shape[0]] = g
     y = xn - mu[:, None, :]
-    return GramBase(gram=gram, mu=mu, y=y, norms=torch.linalg.vector_norm(y, dim=2), buf=buf)
+    return GramBase(gram=gram, mu=mu, amu=a, y=y, norms=torch.linalg.vector_norm(y, dim=2), buf=buf)
 
 
 @dataclass
@@ -118,7 +120,7 @@ class GramSearch:
     (Q, N) float32: ``<x_i - mu, p_a - mu>`` for every query ``a`` (of run ``run[a]``);
     ``ymax`` (R,): the largest ``||x_i - mu||``; ``rnorm`` (Q,): ``||p_a - mu||``; ``e64``
     (Q,): a bound on the error of the float64 work behind them; ``max_k``: the largest corral
-    searched this way.
+    searched this way; ``pmu`` (Q,): ``<mu, p_a>``.
     """
 
     base: GramBase
@@ -126,6 +128,7 @@ class GramSearch:
     rnorm: Tensor
     e64: Tensor
     max_k: int
+    pmu: Tensor
 
     @property
     def N(self) -> int:
@@ -153,10 +156,13 @@ class GramSearch:
         err = self.error(rows, run, S, lam, mask)
         return (mask.sum(dim=1) <= self.max_k) & (err <= GRAM_SHARE * tol * dist), err
 
-    def scores(self, rows: Tensor, run: Tensor, S: Tensor, lam: Tensor, mask: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    def scores(
+        self, rows: Tensor, run: Tensor, S: Tensor, lam: Tensor, mask: Tensor, z: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """float32 scores (a, N), ``sum_k lam_k <y_i, y_{S_k}> - <y_i, r>`` (one sparse
         product: the weights, and ``-1`` at each query's row of ``c``), and the float64 offset
-        (a,) ``<mu, z>`` (``z = q - p``) that makes them ``<x_i, z>`` (see :meth:`error`)."""
+        (a,) ``<mu, z>`` (``z = q - p``) that makes them ``<x_i, z>`` (see :meth:`error`): from
+        ``z`` where given, else ``sum_k lam_k <x_{S_k}, mu> - <mu, p>`` from the look-ups."""
         a, N = rows.numel(), self.N
         nz = mask.nonzero()  # (nnz, 2), row-major
         r, k = nz[:, 0], nz[:, 1]
@@ -165,7 +171,11 @@ class GramSearch:
         cols = torch.cat((run[r] * N + S[r, k], self.base.norms.numel() + rows))
         vals = torch.cat((lam[r, k].float(), lam.new_full((a,), -1.0, dtype=torch.float32)))
         A = torch.sparse_coo_tensor(torch.stack((rr, cols)), vals, size=(a, self.base.buf.shape[0]), check_invariants=False)
-        return torch.sparse.mm(A, self.base.buf), (self.base.mu[run] * z).sum(-1)
+        if z is None:
+            off = torch.where(mask, lam * self.base.amu[run[:, None], S], 0.0).sum(-1) - self.pmu[rows]
+        else:
+            off = (self.base.mu[run] * z).sum(-1)
+        return torch.sparse.mm(A, self.base.buf), off
 
 
 def _weights(a: int, N: int, run: Tensor, S: Tensor, lam: Tensor, mask: Tensor, width: int) -> Tensor:
@@ -209,6 +219,6 @@ def gram_search(pq: Tensor, xn: Tensor, run: Tensor, base: GramBase, chunk_bytes
     big = (xmax + mun)[run]
     gs = GramSearch(
         base=base, ymax=norms.amax(dim=1), rnorm=torch.linalg.vector_norm(rq, dim=1),
-        e64=g64 * big * (big + pn + mun[run]), max_k=max(1, d // GRAM_MAX_K_SHARE),
+        e64=g64 * big * (big + pn + mun[run]), max_k=max(1, d // GRAM_MAX_K_SHARE), pmu=(mu[run] * pq).sum(-1),
     )
     return gs, nn

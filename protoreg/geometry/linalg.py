@@ -83,13 +83,13 @@ def _rank1_update_(M: Tensor, rows: Tensor, a: Tensor, b: Tensor) -> None:
         M[rows] = sub
 
 
-def _corral_inverse(xs: Tensor, mask: Tensor) -> Tensor:
+def _corral_inverse(gss: Tensor, mask: Tensor) -> Tensor:
     """Exact inverse of the padded corral matrix.
 
     Parameters
     ----------
-    xs : Tensor, shape (a, K, d)
-        Corral coordinates (unused slots arbitrary).
+    gss : Tensor, shape (a, K, K)
+        The corrals' Gram matrices ``X_S X_S^T`` (unused slots arbitrary).
     mask : BoolTensor, shape (a, K)
         Slots in use.
 
@@ -101,8 +101,8 @@ def _corral_inverse(xs: Tensor, mask: Tensor) -> Tensor:
     """
     K = mask.shape[1]
     pair = mask[:, :, None] & mask[:, None, :]
-    H = torch.bmm(xs, xs.transpose(1, 2)) + 1.0
-    eye = torch.eye(K, dtype=xs.dtype, device=xs.device).expand_as(H)
+    H = gss + 1.0
+    eye = torch.eye(K, dtype=gss.dtype, device=gss.device).expand_as(H)
     H = torch.where(pair, H, eye)
     inv, info = torch.linalg.inv_ex(H)
     singular = (info != 0).nonzero().squeeze(1)

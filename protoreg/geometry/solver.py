@@ -99,6 +99,9 @@ _CANCEL = 1e-1
 # Relative Schur-complement size below which a new point is treated as
 # affinely dependent on the corral.
 _DEPENDENT = 1e-16
+# Largest block of corral coordinates gathered at once in Gram space (bytes).
+_GATHER_BYTES = 1 << 25
+_U64 = 2.0**-53
 
 
 def _score_error(sq: Tensor, d: int) -> Tensor:
@@ -139,6 +142,24 @@ def _stop_rule(ub: Tensor, lb: Tensor, dist: Tensor, tol: Tensor, threshold: Ten
     return exact | (conv & decided) if both else exact | conv | decided
 
 
+def _coords(prob: _Problem, st: _CorralState, rows: Tensor) -> Tensor:
+    """Corral coordinates (r, K, d) of state rows ``rows``: stored, or gathered in Gram space
+    (zero on unused slots)."""
+    if not prob.gram_space:
+        return st.xs[rows]
+    xs = prob.xn[prob.run[st.qid[rows]][:, None], st.S[rows]]
+    return torch.where(st.mask[rows, :, None], xs, 0.0)
+
+
+def _gss(prob: _Problem, run: Tensor, S: Tensor, T: Tensor | None = None) -> Tensor:
+    """``<x_{S_k}, x_{T_l}>`` (a, K, L) from the float64 Gram matrices, per row of run ``run``
+    (``T = S`` by default)."""
+    N = prob.xn.shape[1]
+    T = S if T is None else T
+    lin = ((run[:, None, None] * N + S[:, :, None]) * N + T[:, None, :])
+    return cast(Tensor, prob.gram_flat).take(lin)
+
+
 # --------------------------------------------------------------------------
 # phases
 # --------------------------------------------------------------------------
@@ -157,8 +178,9 @@ def _start(prob: _Problem, near: Tensor | None = None, start: tuple[Tensor, Tens
     S = near[:, None].clone()
     mask = torch.ones(Q, 1, dtype=torch.bool, device=device)
     lam = torch.ones(Q, 1, dtype=_F64, device=device)
-    xs = xn[run, near][:, None, :].clone()
-    bs = (xs[:, 0, :] * p).sum(-1, keepdim=True)
+    x0 = xn[run, near]
+    bs = (x0 * p).sum(-1, keepdim=True)
+    xs = x0[:, None, :0].clone() if prob.gram_space else x0[:, None, :].clone()
     Hinv = (1.0 / (sq[run, near] + 1.0))[:, None, None].clone()
     U = Hinv * torch.stack((bs, torch.ones_like(bs)), dim=2)  # (A, K, 2)
     return _fresh_state(qid=qid, S=S, mask=mask, lam=lam, xs=xs, bs=bs, Hinv=Hinv, U=U)
@@ -191,14 +213,24 @@ def _warm_state(prob: _Problem, corral: Tensor, weights: Tensor) -> _CorralState
     S = corral.clamp(min=0)
     lam = torch.where(mask, weights.clamp(min=0.0), 0.0)
     lam = lam / lam.sum(dim=1, keepdim=True)
-    xs = xn[run[:, None], S]  # (Q, K, d)
-    bs = torch.where(mask, torch.bmm(xs, p[:, :, None]).squeeze(2), 0.0)
+    if prob.gram_space:  # <x_s, p> by blocks of rows: no (Q, K, d) copy
+        bs = torch.zeros(Q, K, dtype=_F64, device=device)
+        block = max(1, _GATHER_BYTES // (8 * K * xn.shape[2]))
+        for b0 in range(0, Q, block):
+            b = slice(b0, b0 + block)
+            bs[b] = torch.bmm(xn[run[b, None], S[b]], p[b, :, None]).squeeze(2)
+        bs = torch.where(mask, bs, 0.0)
+        xs = p.new_zeros(Q, K, 0)
+    else:
+        xs = xn[run[:, None], S]  # (Q, K, d)
+        bs = torch.where(mask, torch.bmm(xs, p[:, :, None]).squeeze(2), 0.0)
     eye = torch.eye(K, dtype=_F64, device=device).expand(Q, K, K).clone()
     st = _fresh_state(
         qid=torch.arange(Q, device=device), S=S, mask=mask, lam=lam, xs=xs, bs=bs, Hinv=eye,
         U=torch.zeros(Q, K, 2, dtype=_F64, device=device),
     )
-    st.refresh(torch.arange(Q, device=device))
+    rows = torch.arange(Q, device=device)
+    st.refresh(rows, _gss(prob, run, S) if prob.gram_space else None)
     return st
 
 
@@ -221,18 +253,14 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
     mj = (st.major & st.live).nonzero().squeeze(1)
     if mj.numel() == 0:
         return mj[:0], mj[:0], st.lb[:0]
-    lam, xs = st.lam, st.xs
-    q = torch.bmm(lam[mj, None, :], xs[mj]).squeeze(1) if 4 * mj.numel() < st.qid.numel() \
-        else torch.bmm(lam[:, None, :], xs).squeeze(1)[mj]  # (m, d)
-    z = q - prob.p[st.qid[mj]]
     r_mj = prob.run[st.qid[mj]]
-    dist = torch.linalg.vector_norm(z, dim=1)
-    qz = (q * z).sum(-1)
-    s, smin, smin_cert, redo = _vertex(prob, st, mj, z, dist, qz, r_mj)
+    pt = _Point(prob, st, mj, r_mj)
+    dist, qz = pt.dist, pt.qz
+    s, smin, smin_cert, redo = _vertex(prob, st, mj, pt, r_mj)
     tol_m = prob.tol[st.qid[mj]]
     thr_m = None if prob.threshold is None else prob.threshold[st.qid[mj]]
-    ub_m = torch.fmin(st.ub[mj], dist)
-    lb_m = torch.maximum(st.lb[mj], _hyperplane_bound(dist, qz, smin_cert))
+    ub_m = torch.fmin(st.ub[mj], pt.ub)
+    lb_m = torch.maximum(st.lb[mj], pt.hyperplane_bound(smin_cert))
     if redo is not None:
         # near convergence an approximate search cannot rank the inputs: where its vertex does
         # not improve (or is in the corral), a row its certificate does not stop already
@@ -240,10 +268,11 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
         unsure = redo & ~_stop_rule(ub_m, lb_m, dist, tol_m, thr_m, prob.both)
         if bool(unsure.any()):
             rr = unsure.nonzero().squeeze(1)
-            sc = _run_scores(z[rr], r_mj[rr], prob.xt)
+            sc = _run_scores(pt.z(rr), r_mj[rr], prob.xt)
             s[rr] = sc.argmin(dim=1)
-            smin[rr] = smin_cert[rr] = sc.gather(1, s[rr, None]).squeeze(1)
-            lb_m[rr] = torch.maximum(st.lb[mj[rr]], _hyperplane_bound(dist[rr], qz[rr], smin_cert[rr]))
+            smin[rr] = sc.gather(1, s[rr, None]).squeeze(1)
+            smin_cert[rr] = smin[rr] - pt.err(rr)
+            lb_m[rr] = torch.maximum(st.lb[mj[rr]], pt.hyperplane_bound(smin_cert[rr], rr))
     w = qz - smin  # half the Frank-Wolfe gap at the chosen vertex
     # Wolfe's iteration decreases the distance strictly between checks
     progress = dist < st.last[mj]
@@ -267,55 +296,175 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
     # exact line-search step towards the new vertex (its initial
     # weight): guarantees a decrease even when the corral solution
     # below is inaccurate
-    step = prob.xn[prob.run[st.qid[add]], s_add] - q[go]
-    gamma = (w[go] / (step * step).sum(-1).clamp(min=1e-300)).clamp(0.0, 1.0)
+    gamma = (w[go] / pt.step2(go, s_add).clamp(min=1e-300)).clamp(0.0, 1.0)
     return add, s_add, gamma
 
 
 def _vertex(
-    prob: _Problem, st: _CorralState, mj: Tensor, z: Tensor, dist: Tensor, qz: Tensor, r_mj: Tensor
+    prob: _Problem, st: _CorralState, mj: Tensor, pt: _Point, r_mj: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """The Frank-Wolfe vertex ``s = argmin_i <x_i, z>`` of the major rows ``mj`` (``z = q - p``,
-    ``dist = ||z||``, ``qz = <q, z>``), its score ``smin``, a certified lower bound
-    ``smin_cert`` of the minimum over all inputs, and ``redo`` (None when every row searched
-    in float64): the rows whose approximate choice does not improve or is in the corral.
+    """The Frank-Wolfe vertex ``s = argmin_i <x_i, z>`` of the major rows ``mj`` at their points
+    ``pt`` (``z = q - p``), its score ``smin``, a certified lower bound ``smin_cert`` of the
+    minimum over all inputs, and ``redo`` (None when every row searched in float64): the rows
+    whose approximate choice does not improve or is in the corral.
 
     Searched through the Gram matrix (:mod:`protoreg.geometry.gram`) where the solve has one and
     its certified error suits the row, else directly: in float32 where certified, else float64.
     An approximate search's choice gets its exact (float64) score.
     """
     gs = prob.gram_search
+    dist = pt.dist
     exact: Tensor | None = None
     if gs is None:
-        s, low, exact_all = _direct_search(prob, z, r_mj, dist)
+        s, low, exact_all = _direct_search(prob, pt.z(), r_mj, dist)
         if exact_all:
             return s, low, low, None
     else:
         m = mj.numel()
-        s = torch.zeros(m, dtype=torch.long, device=z.device)
-        low = torch.zeros(m, dtype=_F64, device=z.device)
-        exact = torch.zeros(m, dtype=torch.bool, device=z.device)
+        s = torch.zeros(m, dtype=torch.long, device=dist.device)
+        low = torch.zeros(m, dtype=_F64, device=dist.device)
+        exact = torch.zeros(m, dtype=torch.bool, device=dist.device)
         qid = st.qid[mj]
         rows = cast(Tensor, prob.gram_rows)[qid]
         S, lam, mask = st.S[mj], st.lam[mj], st.mask[mj]
         use, err = gs.usable(rows, r_mj, S, lam, mask, prob.tol[qid], dist)
         g = use.nonzero().squeeze(1)
         if g.numel():
-            sc, off = gs.scores(rows[g], r_mj[g], S[g], lam[g], mask[g], z[g])
+            sc, off = gs.scores(rows[g], r_mj[g], S[g], lam[g], mask[g], None if prob.gram_space else pt.z(g))
             s[g] = sc.argmin(dim=1)
             low[g] = sc.gather(1, s[g, None]).squeeze(1).double() + off - err[g]
             del sc
         d = (~use).nonzero().squeeze(1)
         if d.numel():
-            s[d], low[d], exact[d] = _direct_search(prob, z[d], r_mj[d], dist[d])
-    smin = (prob.xn[r_mj, s] * z).sum(-1)
-    smin_cert = torch.minimum(smin, low)
-    redo = (smin >= qz) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
+            s[d], low[d], exact[d] = _direct_search(prob, pt.z(d), r_mj[d], dist[d])
+    smin = pt.score(s)
+    smin_cert = torch.minimum(smin - pt.err(), low)
+    redo = (smin >= pt.qz) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
     if exact is not None:
         smin = torch.where(exact, low, smin)
         smin_cert = torch.where(exact, low, smin_cert)
         redo &= ~exact
     return s, smin, smin_cert, redo
+
+
+class _Point:
+    """The current points ``q = X_S^T lam`` of the major rows ``mj`` and what their certificates
+    need: ``dist = ||z||`` (``z = q - p``), ``qz = <q, z>``, ``ub`` a certified upper bound of
+    ``||z||``, and on demand ``z``, exact scores ``<x_s, z>`` and line-search steps.
+
+    From the coordinates, or in Gram space (:attr:`_Problem.gram_space`) from the look-ups
+    ``||z||^2 = lam^T G_SS lam - 2 lam^T bs + ||p||^2``, ``O(K^2)`` per row instead of ``O(K d)``,
+    with ``e`` a bound on their float64 rounding (every term is a ``d``-term product or a
+    ``K^2``-term sum of magnitude at most ``(sum_k lam_k ||x_{S_k}|| + ||p||)^2``): ``ub`` and
+    the lower bounds carry it. Rows whose distance is too small for it (or that need ``z``)
+    become *explicit*: from their coordinates, as without Gram space.
+    """
+
+    _z: Tensor | None
+    e: Tensor | None
+
+    def __init__(self, prob: _Problem, st: _CorralState, mj: Tensor, r_mj: Tensor) -> None:
+        self.prob, self.st, self.mj, self.r = prob, st, mj, r_mj
+        qid = st.qid[mj]
+        self.p = prob.p[qid]
+        if not prob.gram_space:
+            lam, xs = st.lam, st.xs
+            q = torch.bmm(lam[mj, None, :], xs[mj]).squeeze(1) if 4 * mj.numel() < st.qid.numel() \
+                else torch.bmm(lam[:, None, :], xs).squeeze(1)[mj]  # (m, d)
+            self._q, self._z = q, q - self.p
+            self.dist = torch.linalg.vector_norm(self._z, dim=1)
+            self.qz = (q * self._z).sum(-1)
+            self.ub, self.e = self.dist, None
+            return
+        lam, S, mask = st.lam[mj], st.S[mj], st.mask[mj]
+        self.lam, self.S = lam, S
+        gl = torch.bmm(_gss(prob, r_mj, S), lam[:, :, None]).squeeze(2)  # <x_{S_k}, q>
+        self.qq = (lam * gl).sum(1)
+        self.qp = (lam * st.bs[mj]).sum(1)
+        pp = cast(Tensor, prob.psq)[qid]
+        d2 = self.qq - 2.0 * self.qp + pp
+        a = torch.where(mask, lam * prob.sq[r_mj[:, None], S].sqrt(), 0.0).sum(1)
+        k = mask.sum(1).to(_F64)
+        self.e = 4.0 * (prob.xn.shape[2] + k * k + 4.0) * _U64 * (a + pp.sqrt()).square()
+        self.dist = d2.clamp(min=0.0).sqrt()
+        self.qz = self.qq - self.qp
+        self.pz = self.qp - pp  # <p, z>
+        self.ub = (d2 + self.e).clamp(min=0.0).sqrt()
+        self.explicit = torch.zeros(mj.numel(), dtype=torch.bool, device=mj.device)
+        self._z = None
+        # where the rounding would be felt in the distance (e / dist beyond tol / 64), exactly
+        tiny = 64.0 * self.e > prob.tol[qid] * self.dist
+        if bool(tiny.any()):
+            self._explicit(tiny.nonzero().squeeze(1))
+
+    def _explicit(self, rows: Tensor) -> None:
+        """Make ``rows`` (local) explicit: ``q``, ``z``, ``dist``, ``qz`` from their coordinates."""
+        rows = rows[~self.explicit[rows]]
+        if rows.numel() == 0:
+            return
+        if self._z is None:
+            self._z = self.p.new_zeros(self.p.shape)
+        q = torch.bmm(self.lam[rows, None, :], _coords(self.prob, self.st, self.mj[rows])).squeeze(1)
+        z = q - self.p[rows]
+        self._z[rows] = z
+        e = cast(Tensor, self.e)
+        self.dist[rows] = torch.linalg.vector_norm(z, dim=1)
+        self.qz[rows] = (q * z).sum(-1)
+        self.qq[rows] = (q * q).sum(-1)
+        self.ub[rows] = self.dist[rows]
+        e[rows] = 0.0
+        self.explicit[rows] = True
+
+    def z(self, rows: Tensor | None = None) -> Tensor:
+        """``z = q - p`` of ``rows`` (local; all by default), which become explicit."""
+        if self.e is None:
+            return cast(Tensor, self._z) if rows is None else cast(Tensor, self._z)[rows]
+        rows = torch.arange(self.mj.numel(), device=self.mj.device) if rows is None else rows
+        self._explicit(rows)
+        return cast(Tensor, self._z)[rows]
+
+    def err(self, rows: Tensor | None = None) -> Tensor | float:
+        """Bound on the rounding of the rows' Gram-space scores (0 for explicit rows)."""
+        if self.e is None:
+            return 0.0
+        return self.e if rows is None else self.e[rows]
+
+    def _xq(self, rows: Tensor, s: Tensor) -> Tensor:
+        """``<x_s, q>`` of ``rows`` (local) from the look-ups."""
+        g = _gss(self.prob, self.r[rows], s[:, None], self.S[rows]).squeeze(1)
+        return (self.lam[rows] * g).sum(1)
+
+    def score(self, s: Tensor) -> Tensor:
+        """``<x_s, z>`` of every row for its input ``s``: float64 from the coordinates, or in Gram
+        space ``<x_s, q> - <x_s, p>`` (exact for explicit rows)."""
+        xs = self.prob.xn[self.r, s]
+        if self.e is None:
+            return (xs * cast(Tensor, self._z)).sum(-1)
+        out = self._xq(torch.arange(s.numel(), device=s.device), s) - (xs * self.p).sum(-1)
+        ex = self.explicit.nonzero().squeeze(1)
+        if ex.numel():
+            out[ex] = (xs[ex] * cast(Tensor, self._z)[ex]).sum(-1)
+        return out
+
+    def step2(self, rows: Tensor, s: Tensor) -> Tensor:
+        """``||x_s - q||^2`` of ``rows`` (local) for their entering inputs ``s``."""
+        if self.e is None:
+            step = self.prob.xn[self.r[rows], s] - self._q[rows]
+            return (step * step).sum(-1)
+        return self.prob.sq[self.r[rows], s] - 2.0 * self._xq(rows, s) + self.qq[rows]
+
+    def hyperplane_bound(self, smin_cert: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The separating-hyperplane lower bound for the certified lower bounds ``smin_cert``
+        of the minimum scores of ``rows`` (local; all by default): ``dist - w / dist``
+        (:func:`_hyperplane_bound`), in Gram space ``(smin_cert - <p, z> - e) / ub``."""
+        sel = (lambda t: t) if rows is None else (lambda t: t[rows])
+        exact = _hyperplane_bound(sel(self.dist), sel(self.qz), smin_cert)
+        if self.e is None:
+            return exact
+        ub = sel(self.ub)
+        safe = torch.where(ub > 0, ub, torch.ones_like(ub))
+        gram = torch.where(ub > 0, (smin_cert - sel(self.pz) - sel(self.e)).clamp(min=0.0) / safe, torch.zeros_like(ub))
+        return torch.where(sel(self.explicit), exact, gram)
 
 
 def _direct_search(prob: _Problem, z: Tensor, r: Tensor, dist: Tensor) -> tuple[Tensor, Tensor, bool]:
@@ -387,7 +536,7 @@ def _enter(prob: _Problem, st: _CorralState, add: Tensor, s_add: Tensor, gamma: 
     h = torch.where(st.mask[add], hx + 1.0, 0.0)
     eta = prob.sq[r_add, s_add] + 1.0
     wv = _rows_bmv(st.Hinv, add, h)
-    schur = _schur_complement(st, add, xnew, h, wv, eta)
+    schur = _schur_complement(prob, st, add, xnew, h, wv, eta)
     ar = torch.arange(add.numel(), device=add.device)
     b_new = (xnew * prob.p[st.qid[add]]).sum(-1)
     # U update: delta = (r_j - h^T U) / schur; U -= w delta; U_j = delta
@@ -405,13 +554,14 @@ def _enter(prob: _Problem, st: _CorralState, add: Tensor, s_add: Tensor, gamma: 
     st.mask[add, j] = True
     st.lam[add] = st.lam[add] * (1.0 - gamma[:, None])
     st.lam[add, j] = gamma
-    st.xs[add, j] = xnew
+    if not prob.gram_space:
+        st.xs[add, j] = xnew
     st.bs[add, j] = b_new
     return j
 
 
 def _schur_complement(
-    st: _CorralState, add: Tensor, xnew: Tensor, h: Tensor, wv: Tensor, eta: Tensor
+    prob: _Problem, st: _CorralState, add: Tensor, xnew: Tensor, h: Tensor, wv: Tensor, eta: Tensor
 ) -> Tensor:
     """Schur complement of the entering point ``xnew`` in the bordered ``H``.
 
@@ -426,7 +576,7 @@ def _schur_complement(
     if bool(cancel.any()):
         nr = cancel.nonzero().squeeze(1)
         rows_n = add[nr]
-        res_x = xnew[nr] - torch.bmm(wv[nr, None, :], st.xs[rows_n]).squeeze(1)
+        res_x = xnew[nr] - torch.bmm(wv[nr, None, :], _coords(prob, st, rows_n)).squeeze(1)
         schur[nr] = (res_x * res_x).sum(-1) + (1.0 - wv[nr].sum(-1)) ** 2
     dep = schur <= _DEPENDENT * eta
     if bool(dep.any()):
@@ -435,15 +585,18 @@ def _schur_complement(
     return schur
 
 
-def _check_residual(st: _CorralState) -> None:
-    """Residual of ``U = H^{-1} [bs, 1]`` from the coordinates.
+def _check_residual(prob: _Problem, st: _CorralState) -> None:
+    """Residual of ``U = H^{-1} [bs, 1]`` from the coordinates (in Gram space from the
+    corrals' Gram matrices).
 
     One refinement step everywhere; exact re-inversion where the relative
     residual is large.
     """
     mask, xs, U = st.mask, st.xs, st.U
     rhs = torch.stack((torch.where(mask, st.bs, 0.0), mask.to(_F64)), dim=2)
-    hu = torch.bmm(xs, torch.bmm(xs.transpose(1, 2), U)) + U.sum(1, keepdim=True)
+    gss = _gss(prob, prob.run[st.qid], st.S) if prob.gram_space else None
+    hx = torch.bmm(xs, torch.bmm(xs.transpose(1, 2), U)) if gss is None else torch.bmm(gss, U)
+    hu = hx + U.sum(1, keepdim=True)
     hu = torch.where(mask[:, :, None], hu, U)
     res = rhs - hu
     scale = torch.maximum(rhs.abs().amax(1), hu.abs().amax(1)).clamp(min=1e-300)
@@ -451,7 +604,8 @@ def _check_residual(st: _CorralState) -> None:
     U.add_(torch.bmm(st.Hinv, res))
     stale = st.live & ~st.stable & ~(rel <= _RESIDUAL)
     if bool(stale.any()):
-        st.refresh(stale.nonzero().squeeze(1))
+        rows = stale.nonzero().squeeze(1)
+        st.refresh(rows, None if gss is None else gss[rows])
 
 
 def _corral_solution(prob: _Problem, st: _CorralState, add: Tensor, j: Tensor) -> Tensor:
@@ -464,15 +618,25 @@ def _corral_solution(prob: _Problem, st: _CorralState, add: Tensor, j: Tensor) -
     mu = st.affine_minimiser()
     ls = (st.stable & st.live).nonzero().squeeze(1)
     if ls.numel() > 0:
-        mu[ls] = st.lstsq(ls, prob.p)
+        mu[ls] = _lstsq(prob, st, ls)
     if add.numel() > 0:
         bad = mu[add, j] <= 0
         if bool(bad.any()):
             newly = add[bad & ~st.stable[add]]
             if newly.numel() > 0:
                 st.stable[newly] = True
-                mu[newly] = st.lstsq(newly, prob.p)
+                mu[newly] = _lstsq(prob, st, newly)
     return mu
+
+
+def _lstsq(prob: _Problem, st: _CorralState, rows: Tensor) -> Tensor:
+    """Least-squares affine minimisers of ``rows``; in Gram space in blocks of gathered
+    coordinates."""
+    if not prob.gram_space:
+        return st.lstsq(rows, prob.p)
+    block = max(1, _GATHER_BYTES // (8 * st.K * prob.xn.shape[2]))
+    parts = [st.lstsq(rows[b : b + block], prob.p, _coords(prob, st, rows[b : b + block])) for b in range(0, rows.numel(), block)]
+    return torch.cat(parts)
 
 
 def _minor_step(st: _CorralState, mu: Tensor) -> None:
@@ -595,6 +759,7 @@ def _wolfe_bounds(
         weights_out=weights_out, both=both,
         xt32=(xt32 if xt32 is not None else xn.float().transpose(1, 2)) if low else None, score_err=err if low else None,
         gram_search=gram_search, gram_rows=gram_rows,
+        psq=(p * p).sum(-1) if gram_search is not None and gram is not None else None,
     )
     st = _start(prob, near, start)
     it = 0
@@ -609,7 +774,7 @@ def _wolfe_bounds(
         add, s_add, gamma = _make_room(prob, st, add, s_add, gamma)
         j = _enter(prob, st, add, s_add, gamma)
         if it % _CHECK_EVERY == 0:
-            _check_residual(st)
+            _check_residual(prob, st)
         mu = _corral_solution(prob, st, add, j)
         _minor_step(st, mu)
     rest = st.live.nonzero().squeeze(1)

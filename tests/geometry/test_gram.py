@@ -114,3 +114,57 @@ def test_the_memory_estimate_counts_the_gram_searches() -> None:
     assert check_bytes(1, n, q, d) >= gram_bytes(1, n, q, d) + 16 * q * (d + 1)
     # beyond the budget no Gram search is built, and none is counted
     assert check_bytes(1, 20000, 20000, d) < 12 * 20000 * 20000
+
+
+@pytest.mark.parametrize("tol", [1e-6, 1e-3])
+def test_the_solver_in_gram_space_certifies_what_the_coordinates_do(tol: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Gram searches and the float64 Gram matrix the solver keeps no corral coordinates: its
+    distances come from look-ups (rows too close to the hull for their rounding go back to the
+    coordinates). Its bounds bracket the tightly solved distance, meet the tolerance, resolve
+    every query, and it does run in Gram space."""
+    import protoreg.geometry.solver as solver
+
+    gen = torch.Generator().manual_seed(11)
+    N, d, Q = 240, GRAM_MIN_DIM + 44, 90
+    xn = _pixels(gen, N, d) - 0.5
+    w = torch.rand(1, 30, N, generator=gen, dtype=torch.float64) ** 8
+    inside = (w / w.sum(-1, keepdim=True)) @ xn
+    near = xn[:, :30] + 0.1 * torch.randn(1, 30, d, generator=gen, dtype=torch.float64)
+    far = xn[:, 30:60] * 1.2
+    p = torch.cat([inside, near, far], dim=1)[0]
+    run = torch.zeros(Q, dtype=torch.long)
+    base = gram_base(xn, 1 << 26, Q)
+    gs, nn = gram_search(p, xn, run, base, 1 << 26)
+    looked = []
+    real = solver._gss
+    monkeypatch.setattr(solver, "_gss", lambda *a: looked.append(1) or real(*a))
+    ub, lb, _, unresolved = solver._wolfe_bounds(
+        p, xn, run, base.gram, tol=tol, threshold=None, max_iter=5000, near=nn, gram_search=gs, gram_rows=torch.arange(Q)
+    )
+    assert looked and unresolved == 0
+    coords = solver._wolfe_bounds(p, xn, run, base.gram, tol=tol, threshold=None, max_iter=5000, near=nn)
+    ref = hull_distance(p[None], xn, tol=1e-10)[0]
+    assert bool((lb <= ref + 1e-9).all()) and bool((ref <= ub + 1e-9).all())
+    assert bool((ub - lb <= tol * (1 + 1e-9)).all())
+    assert float((ub - coords[0]).abs().max()) <= tol
+    assert int((ref < 1e-9).sum()) >= 20 and int((ref > 0.1).sum()) >= 20  # both kinds of query
+
+
+def test_gram_space_distances_near_zero_come_from_the_coordinates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look-up distance carries its float64 rounding (``sqrt(e)`` at distance 0); a row where
+    that would be felt takes its point from the coordinates, so queries on the inputs certify
+    distance 0 even when every search goes through the Gram matrix."""
+    import protoreg.geometry.solver as solver
+
+    gen = torch.Generator().manual_seed(12)
+    N, d = 120, GRAM_MIN_DIM
+    xn = _pixels(gen, N, d) - 0.5
+    p = xn[0, :20].clone()
+    run = torch.zeros(20, dtype=torch.long)
+    base = gram_base(xn, 1 << 26, 20)
+    gs, nn = gram_search(p, xn, run, base, 1 << 26)
+    monkeypatch.setattr(gram, "GRAM_SHARE", 1e30)  # every search through the Gram matrix
+    ub, lb, _, unresolved = solver._wolfe_bounds(
+        p, xn, run, base.gram, tol=1e-12, threshold=None, max_iter=100, near=nn, gram_search=gs, gram_rows=torch.arange(20)
+    )
+    assert unresolved == 0 and bool((ub <= 1e-12).all())
