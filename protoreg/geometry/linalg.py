@@ -36,6 +36,8 @@ def _run_scores(z: Tensor, run: Tensor, xt: Tensor) -> Tensor:
     if A == 0:
         return z.new_zeros(0, xt.shape[2])
     runs, inv, counts = torch.unique_consecutive(run, return_inverse=True, return_counts=True)
+    if runs.numel() == 1:  # one run: the product itself, no padding and no gathered copy
+        return torch.bmm(z[None], xt[runs] if xt.shape[0] > 1 else xt)[0]
     starts = torch.cumsum(counts, 0) - counts
     pos = torch.arange(A, device=z.device) - starts[inv]
     width = int(counts.max())
