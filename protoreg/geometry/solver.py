@@ -81,7 +81,7 @@ from torch import Tensor
 
 from protoreg.geometry._common import _F64
 from protoreg.geometry.corral import _CorralState, _Problem
-from protoreg.geometry.gram import GramSearch
+from protoreg.geometry.gram import GramSearch, combination
 from protoreg.geometry.linalg import _rank1_update_, _rows_bmv, _run_scores
 
 # Iterations between residual checks / refinements of the corral solutions.
@@ -143,10 +143,8 @@ def _stop_rule(ub: Tensor, lb: Tensor, dist: Tensor, tol: Tensor, threshold: Ten
 
 
 def _coords(prob: _Problem, st: _CorralState, rows: Tensor) -> Tensor:
-    """Corral coordinates (r, K, d) of state rows ``rows``: stored, or gathered in Gram space
-    (zero on unused slots)."""
-    if not prob.gram_space:
-        return st.xs[rows]
+    """Corral coordinates (r, K, d) of state rows ``rows``: gathered in Gram space (zero on
+    unused slots), for blocks of rows."""
     xs = prob.xn[prob.run[st.qid[rows]][:, None], st.S[rows]]
     return torch.where(st.mask[rows, :, None], xs, 0.0)
 
@@ -404,7 +402,8 @@ class _Point:
             return
         if self._z is None:
             self._z = self.p.new_zeros(self.p.shape)
-        q = torch.bmm(self.lam[rows, None, :], _coords(self.prob, self.st, self.mj[rows])).squeeze(1)
+        mj = self.mj[rows]
+        q = combination(self.prob.xn, self.r[rows], self.st.S[mj], self.lam[rows], self.st.mask[mj])
         z = q - self.p[rows]
         self._z[rows] = z
         e = cast(Tensor, self.e)
@@ -576,7 +575,11 @@ def _schur_complement(
     if bool(cancel.any()):
         nr = cancel.nonzero().squeeze(1)
         rows_n = add[nr]
-        res_x = xnew[nr] - torch.bmm(wv[nr, None, :], _coords(prob, st, rows_n)).squeeze(1)
+        if prob.gram_space:  # the rows' combinations read only their inputs
+            comb = combination(prob.xn, prob.run[st.qid[rows_n]], st.S[rows_n], wv[nr], st.mask[rows_n])
+        else:
+            comb = torch.bmm(wv[nr, None, :], st.xs[rows_n]).squeeze(1)
+        res_x = xnew[nr] - comb
         schur[nr] = (res_x * res_x).sum(-1) + (1.0 - wv[nr].sum(-1)) ** 2
     dep = schur <= _DEPENDENT * eta
     if bool(dep.any()):
