@@ -210,8 +210,8 @@ def gram_search(pq: Tensor, xn: Tensor, run: Tensor, base: GramBase, chunk_bytes
     for s in range(0, Q, block):
         r = run[s : s + block]
         c = _run_scores(rq[s : s + block], r, yt)  # <x_i - mu, p - mu>
-        nn[s : s + block] = (ysq[r] - 2.0 * c).argmin(dim=1)
         cbuf[s : s + block] = c
+        nn[s : s + block] = c.mul_(-2.0).add_(ysq[r]).argmin(dim=1)  # ||y_i||^2 - 2 c, in place
     xmax, mun, pn = xn.square().sum(-1).amax(dim=1).sqrt(), mu.square().sum(-1).sqrt(), torch.linalg.vector_norm(pq, dim=1)
     # every float64 product and sum behind the Gram rows and c (d terms at most, a few more
     # for the centring); ||x_i - mu|| <= xmax + ||mu||, ||p - mu|| <= ||p|| + ||mu||
