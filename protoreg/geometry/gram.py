@@ -161,9 +161,10 @@ class GramSearch:
         self, rows: Tensor, run: Tensor, S: Tensor, lam: Tensor, mask: Tensor, z: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """float32 scores (a, N), ``sum_k lam_k <y_i, y_{S_k}> - <y_i, r>`` (one weighted sum of
-        rows, :func:`_weighted_rows`: the weights, and ``-1`` at each query's row of ``c``), and the float64 offset
-        (a,) ``<mu, z>`` (``z = q - p``) that makes them ``<x_i, z>`` (see :meth:`error`): from
-        ``z`` where given, else ``sum_k lam_k <x_{S_k}, mu> - <mu, p>`` from the look-ups."""
+        rows, :func:`_weighted_rows`: the weights, and ``-1`` at each query's row of ``c``), and
+        the float64 offset (a,) ``<mu, z>`` (``z = q - p``) that makes them ``<x_i, z>`` (see
+        :meth:`error`): from ``z`` where given, else ``sum_k lam_k <x_{S_k}, mu> - <mu, p>``
+        from the look-ups."""
         N = self.N
         idx = torch.cat((run[:, None] * N + S, (self.base.norms.numel() + rows)[:, None]), dim=1)
         w = torch.cat((lam.float(), lam.new_full((rows.numel(), 1), -1.0, dtype=torch.float32)), dim=1)

@@ -268,8 +268,7 @@ def _certify(prob: _Problem, st: _CorralState) -> tuple[Tensor, Tensor, Tensor]:
             rr = unsure.nonzero().squeeze(1)
             sc = _run_scores(pt.z(rr), r_mj[rr], prob.xt)
             s[rr] = sc.argmin(dim=1)
-            smin[rr] = sc.gather(1, s[rr, None]).squeeze(1)
-            smin_cert[rr] = smin[rr] - pt.err(rr)
+            smin[rr] = smin_cert[rr] = sc.gather(1, s[rr, None]).squeeze(1)  # rr are explicit now
             lb_m[rr] = torch.maximum(st.lb[mj[rr]], pt.hyperplane_bound(smin_cert[rr], rr))
     w = qz - smin  # half the Frank-Wolfe gap at the chosen vertex
     # Wolfe's iteration decreases the distance strictly between checks
@@ -353,13 +352,15 @@ class _Point:
     From the coordinates, or in Gram space (:attr:`_Problem.gram_space`) from the look-ups
     ``||z||^2 = lam^T G_SS lam - 2 lam^T bs + ||p||^2``, ``O(K^2)`` per row instead of ``O(K d)``,
     with ``e`` a bound on their float64 rounding (every term is a ``d``-term product or a
-    ``K^2``-term sum of magnitude at most ``(sum_k lam_k ||x_{S_k}|| + ||p||)^2``): ``ub`` and
-    the lower bounds carry it. Rows whose distance is too small for it (or that need ``z``)
-    become *explicit*: from their coordinates, as without Gram space.
+    ``K^2``-term sum of magnitude at most ``(sum_k lam_k ||x_{S_k}|| + ||p||)^2``; for a vertex's
+    score ``||x_s|| (sum_k lam_k ||x_{S_k}|| + ||p||)``): ``ub`` and the lower bounds carry it.
+    Rows whose distance is too small for it (or that need ``z``) become *explicit*: from their
+    coordinates, as without Gram space.
     """
 
     _z: Tensor | None
     e: Tensor | None
+    _score_err: Tensor
 
     def __init__(self, prob: _Problem, st: _CorralState, mj: Tensor, r_mj: Tensor) -> None:
         self.prob, self.st, self.mj, self.r = prob, st, mj, r_mj
@@ -383,7 +384,8 @@ class _Point:
         d2 = self.qq - 2.0 * self.qp + pp
         a = torch.where(mask, lam * prob.sq[r_mj[:, None], S].sqrt(), 0.0).sum(1)
         k = mask.sum(1).to(_F64)
-        self.e = 4.0 * (prob.xn.shape[2] + k * k + 4.0) * _U64 * (a + pp.sqrt()).square()
+        self.scale = 4.0 * (prob.xn.shape[2] + k * k + 4.0) * _U64 * (a + pp.sqrt())
+        self.e = self.scale * (a + pp.sqrt())
         self.dist = d2.clamp(min=0.0).sqrt()
         self.qz = self.qq - self.qp
         self.pz = self.qp - pp  # <p, z>
@@ -423,10 +425,11 @@ class _Point:
         return cast(Tensor, self._z)[rows]
 
     def err(self, rows: Tensor | None = None) -> Tensor | float:
-        """Bound on the rounding of the rows' Gram-space scores (0 for explicit rows)."""
+        """Bound on the rounding of the scores :meth:`score` gave ``rows`` (local; all by
+        default): 0 for explicit rows and without Gram space."""
         if self.e is None:
             return 0.0
-        return self.e if rows is None else self.e[rows]
+        return self._score_err if rows is None else self._score_err[rows]
 
     def _xq(self, rows: Tensor, s: Tensor) -> Tensor:
         """``<x_s, q>`` of ``rows`` (local) from the look-ups."""
@@ -440,6 +443,8 @@ class _Point:
         if self.e is None:
             return (xs * cast(Tensor, self._z)).sum(-1)
         out = self._xq(torch.arange(s.numel(), device=s.device), s) - (xs * self.p).sum(-1)
+        # the same d-term products and K-term sums, of magnitude ||x_s|| (sum lam ||x_k|| + ||p||)
+        self._score_err = torch.where(self.explicit, 0.0, self.scale * self.prob.sq[self.r, s].sqrt())
         ex = self.explicit.nonzero().squeeze(1)
         if ex.numel():
             out[ex] = (xs[ex] * cast(Tensor, self._z)[ex]).sum(-1)
@@ -638,7 +643,10 @@ def _lstsq(prob: _Problem, st: _CorralState, rows: Tensor) -> Tensor:
     if not prob.gram_space:
         return st.lstsq(rows, prob.p)
     block = max(1, _GATHER_BYTES // (8 * st.K * prob.xn.shape[2]))
-    parts = [st.lstsq(rows[b : b + block], prob.p, _coords(prob, st, rows[b : b + block])) for b in range(0, rows.numel(), block)]
+    parts = []
+    for b in range(0, rows.numel(), block):
+        r = rows[b : b + block]
+        parts.append(st.lstsq(r, prob.p, _coords(prob, st, r)))
     return torch.cat(parts)
 
 
