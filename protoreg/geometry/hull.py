@@ -93,6 +93,9 @@ class HullWarmStart:
         """Remember ``corral[i]`` (input indices, ``-1`` unused) and its convex ``weights[i]``
         for flat query ``flat[i]`` (only as many slots as the widest corral uses)."""
         used = corral >= 0
+        if corral.numel():  # cut the trailing slots no corral uses (most of kcap in many dimensions)
+            last = int(used.any(dim=0).nonzero().max()) + 1 if bool(used.any()) else 1
+            corral, weights, used = corral[:, :last], weights[:, :last], used[:, :last]
         order = (~used).to(torch.int8).argsort(dim=1, stable=True)  # used slots first
         width = max(1, int(used.sum(dim=1).max())) if corral.numel() else 1
         c = corral.gather(1, order)[:, :width]
