@@ -516,8 +516,9 @@ def _solve_queries(
         # per query roughly two (K, K) matrices, the (K, d) corral (in Gram space a third (K, K)
         # matrix of look-ups instead) and a few length-N score rows
         k1 = (kcap if last else min(kcap, 2 * _SHORT_ITER)) + 1
-        per_query = 8 * (2 * k1 * k1 + k1 * d + 3 * N + 4 * d) if gs is None or gram is None \
-            else 8 * (3 * k1 * k1 + 8 * k1 + 3 * N + 4 * d)
+        gram_space = gs is not None and gram is not None  # the solver's _Problem.gram_space
+        per_query = 8 * (3 * k1 * k1 + 8 * k1 + 3 * N + 4 * d) if gram_space \
+            else 8 * (2 * k1 * k1 + k1 * d + 3 * N + 4 * d)
         chunk = max(1, chunk_bytes // per_query)
         for c0 in range(0, todo.numel(), chunk):
             idx = todo[c0 : c0 + chunk]

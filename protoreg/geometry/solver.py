@@ -81,7 +81,7 @@ from torch import Tensor
 
 from protoreg.geometry._common import _F64
 from protoreg.geometry.corral import _CorralState, _Problem
-from protoreg.geometry.gram import GramSearch, combination
+from protoreg.geometry.gram import _U64, GramSearch, combination
 from protoreg.geometry.linalg import _rank1_update_, _rows_bmv, _run_scores
 
 # Iterations between residual checks / refinements of the corral solutions.
@@ -101,7 +101,6 @@ _CANCEL = 1e-1
 _DEPENDENT = 1e-16
 # Largest block of corral coordinates gathered at once in Gram space (bytes).
 _GATHER_BYTES = 1 << 25
-_U64 = 2.0**-53
 
 
 def _score_error(sq: Tensor, d: int) -> Tensor:
@@ -334,8 +333,8 @@ def _vertex(
         d = (~use).nonzero().squeeze(1)
         if d.numel():
             s[d], low[d], exact[d] = _direct_search(prob, pt.z(d), r_mj[d], dist[d])
-    smin = pt.score(s)
-    smin_cert = torch.minimum(smin - pt.err(), low)
+    smin, smin_err = pt.score(s)
+    smin_cert = torch.minimum(smin - smin_err, low)
     redo = (smin >= pt.qz) | ((st.S[mj] == s[:, None]) & st.mask[mj]).any(dim=1)
     if exact is not None:
         smin = torch.where(exact, low, smin)
@@ -360,7 +359,6 @@ class _Point:
 
     _z: Tensor | None
     e: Tensor | None
-    _score_err: Tensor
 
     def __init__(self, prob: _Problem, st: _CorralState, mj: Tensor, r_mj: Tensor) -> None:
         self.prob, self.st, self.mj, self.r = prob, st, mj, r_mj
@@ -424,31 +422,25 @@ class _Point:
         self._explicit(rows)
         return cast(Tensor, self._z)[rows]
 
-    def err(self, rows: Tensor | None = None) -> Tensor | float:
-        """Bound on the rounding of the scores :meth:`score` gave ``rows`` (local; all by
-        default): 0 for explicit rows and without Gram space."""
-        if self.e is None:
-            return 0.0
-        return self._score_err if rows is None else self._score_err[rows]
-
     def _xq(self, rows: Tensor, s: Tensor) -> Tensor:
         """``<x_s, q>`` of ``rows`` (local) from the look-ups."""
         g = _gss(self.prob, self.r[rows], s[:, None], self.S[rows]).squeeze(1)
         return (self.lam[rows] * g).sum(1)
 
-    def score(self, s: Tensor) -> Tensor:
-        """``<x_s, z>`` of every row for its input ``s``: float64 from the coordinates, or in Gram
-        space ``<x_s, q> - <x_s, p>`` (exact for explicit rows)."""
+    def score(self, s: Tensor) -> tuple[Tensor, Tensor | float]:
+        """``<x_s, z>`` of every row for its input ``s`` and a bound on its rounding: float64 from
+        the coordinates (bound 0), or in Gram space ``<x_s, q> - <x_s, p>`` (0 for explicit
+        rows, which score from their coordinates)."""
         xs = self.prob.xn[self.r, s]
         if self.e is None:
-            return (xs * cast(Tensor, self._z)).sum(-1)
+            return (xs * cast(Tensor, self._z)).sum(-1), 0.0
         out = self._xq(torch.arange(s.numel(), device=s.device), s) - (xs * self.p).sum(-1)
         # the same d-term products and K-term sums, of magnitude ||x_s|| (sum lam ||x_k|| + ||p||)
-        self._score_err = torch.where(self.explicit, 0.0, self.scale * self.prob.sq[self.r, s].sqrt())
+        err = torch.where(self.explicit, 0.0, self.scale * self.prob.sq[self.r, s].sqrt())
         ex = self.explicit.nonzero().squeeze(1)
         if ex.numel():
             out[ex] = (xs[ex] * cast(Tensor, self._z)[ex]).sum(-1)
-        return out
+        return out, err
 
     def step2(self, rows: Tensor, s: Tensor) -> Tensor:
         """``||x_s - q||^2`` of ``rows`` (local) for their entering inputs ``s``."""
