@@ -106,6 +106,24 @@ class HullWarmStart:
         self._key = (R, M, N, kcap)
         self._corral, self._weights = full_c.view(R, M, width), full_w.view(R, M, width)
 
+    def seed(self, corral: Tensor, weights: Tensor, n: int, dim: int) -> bool:
+        """Start an empty cache from known convex combinations: ``corral`` (R, M, K) indices into
+        the ``n`` inputs of each run (``-1`` unused), ``weights`` (R, M, K) (e.g. where a model
+        initialised its prototypes, :attr:`~protoreg.model.GaussianMLP.initial_combinations`), in
+        ``dim`` dimensions. The next call evaluates them like any stored corral, so they only
+        need to be close, not exact. Returns whether the cache took them (it keeps what it
+        holds; slots beyond a corral's capacity ``min(n, dim + 1)`` are dropped)."""
+        if self._key is not None or corral.dim() != 3 or tuple(weights.shape) != tuple(corral.shape):
+            return False
+        R, M, K = corral.shape
+        kcap = min(n, dim + 1)
+        if kcap < 1 or K < 1:
+            return False
+        self._key = (R, M, n, kcap)
+        self._corral = corral[..., :kcap].to(torch.long).clone()
+        self._weights = weights[..., :kcap].to(_F64).clone()
+        return True
+
     def scale(self, x: Tensor) -> Tensor:
         """:func:`~protoreg.geometry.resolution` of ``x`` (R, N, d), computed once per data."""
         from protoreg.geometry.margin import resolution
@@ -376,13 +394,16 @@ def _screen(
 
 def _hint_bounds(
     pq: Tensor, xn: Tensor, run: Tensor, corral: Tensor, weights: Tensor, search: _Search, chunk_bytes: int,
-    tol: Tensor, gram_rows: Tensor,
+    tol: Tensor, gram_rows: Tensor, threshold: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Certificates at the stored convex combinations ``sum_k weights[a, k] x[corral[a, k]]``
-    (``gram_rows``: the queries' rows of ``search.gram``, ``tol`` their tolerances).
+    (``gram_rows``: the queries' rows of ``search.gram``, ``tol`` and ``threshold`` their
+    tolerances and thresholds).
 
     Rows without a stored corral (``corral[a, 0] < 0``) or with weights that are not a convex
-    combination get ``(inf, 0)``.
+    combination get ``(inf, 0)``. Rows whose upper bound alone settles them (``ub <= tol`` and
+    ``ub <= threshold``: within the tolerance of 0 and inside the margin) keep ``lb = 0``
+    without a search, as in :func:`_screen`.
     """
     R, N, d = xn.shape
     Q, K = corral.shape
@@ -402,7 +423,12 @@ def _hint_bounds(
             q = combination(xn, run[a], S, lam, valid[a])
         else:
             q = torch.bmm(lam[:, None, :], xn[run[a, None], S]).squeeze(1)
-        ub[a], lb[a] = _bounds_at(q, pq[a], run[a], search, tol[a], (gram_rows[a], S, lam, valid[a]))
+        u = torch.linalg.vector_norm(q - pq[a], dim=1)
+        open_ = u > tol[a] if threshold is None else (u > tol[a]) | (u > threshold[a])
+        ub[a] = u
+        o = open_.nonzero().squeeze(1)
+        if o.numel():
+            lb[a[o]] = _bounds_at(q[o], pq[a[o]], run[a[o]], search, tol[a[o]], (gram_rows[a[o]], S[o], lam[o], valid[a[o]]))[1]
     return ub, lb
 
 
@@ -427,13 +453,16 @@ def _start_corrals(corral: Tensor, weights: Tensor, nn: Tensor, width: int) -> t
 def _apply_hint(
     hint: tuple[Tensor, Tensor], open_: Tensor, pq: Tensor, xn: Tensor, run: Tensor, flat: Tensor,
     corral: Tensor, weights: Tensor, u: Tensor, l: Tensor, search: _Search, chunk_bytes: int, tol: Tensor,
+    threshold: Tensor | None = None,
 ) -> None:
     """Stage 2 of :func:`_solve_queries`, in place: the bounds at the previous call's convex
     combinations for the ``open_`` queries, whose corral and weights replace the nearest input
     where they are nearer."""
     hc = hint[0].reshape(-1, hint[0].shape[-1])[flat[open_]]
     hw = hint[1].reshape(-1, hint[1].shape[-1])[flat[open_]]
-    uh, lh = _hint_bounds(pq[open_], xn, run[open_], hc, hw, search, chunk_bytes, tol[open_], open_)
+    uh, lh = _hint_bounds(
+        pq[open_], xn, run[open_], hc, hw, search, chunk_bytes, tol[open_], open_, None if threshold is None else threshold[open_]
+    )
     better = uh < u[open_]
     upd = open_[better]
     corral[upd] = -1
@@ -494,7 +523,7 @@ def _solve_queries(
     done = _stop_rule(u, l, u, tol, threshold, both)
     hint = warm.hint(R, M, N, kcap, device) if warm is not None else None
     if hint is not None and not bool(done.all()):
-        _apply_hint(hint, (~done).nonzero().squeeze(1), pq, xn, run, flat, corral, weights, u, l, search, chunk_bytes, tol)
+        _apply_hint(hint, (~done).nonzero().squeeze(1), pq, xn, run, flat, corral, weights, u, l, search, chunk_bytes, tol, threshold)
         done = _stop_rule(u, l, u, tol, threshold, both)
     todo = (~done).nonzero().squeeze(1)
     iters = unresolved = 0

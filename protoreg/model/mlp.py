@@ -160,6 +160,12 @@ class GaussianMLP(nn.Module):
             self.log_s = nn.Parameter(torch.zeros(runs, width))
         self.v = nn.Parameter(torch.zeros(runs, width, out))
         self.c = nn.Parameter(torch.zeros(runs, out))
+        #: set by :meth:`initialize` in d >= 2: the convex combinations of training inputs the
+        #: prototypes start at, ``(index (R, M, 2) long, weight (R, M, 2) float64)`` (for
+        #: ``init="samples"`` the second weight is 0); the first hull check starts from them
+        #: (:meth:`protoreg.geometry.HullWarmStart.seed`). Not a parameter or buffer: no part of
+        #: the model's state_dict.
+        self.initial_combinations: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -177,6 +183,8 @@ class GaussianMLP(nn.Module):
             raise ValueError(f"need one seed per run ({self.runs}), got {len(seeds)}")
         spacing = sample_spacing(x.double())
         m = self.width
+        index = torch.zeros(self.runs, m, 2, dtype=torch.long)
+        weight = torch.zeros(self.runs, m, 2, dtype=torch.float64)
         for r, seed in enumerate(seeds):
             g = torch.Generator().manual_seed(int(seed))
             xr = x[r].detach().double().cpu()
@@ -184,6 +192,7 @@ class GaussianMLP(nn.Module):
                 n = xr.shape[0]
                 idx = torch.randperm(n, generator=g)[:m] if m <= n else torch.randint(n, (m,), generator=g)
                 p = xr[idx]
+                index[r, :, 0], weight[r, :, 0] = idx, 1.0
             elif self.dim == 1:
                 lo, hi = xr.amin(0), xr.amax(0)
                 p = lo + (hi - lo) * torch.rand(m, self.dim, generator=g, dtype=torch.float64)
@@ -194,6 +203,8 @@ class GaussianMLP(nn.Module):
                 a, b = torch.randint(n, (2, m), generator=g)
                 u = torch.rand(m, 1, generator=g, dtype=torch.float64)
                 p = xr[a] + u * (xr[b] - xr[a])
+                index[r, :, 0], index[r, :, 1] = a, b
+                weight[r, :, 0], weight[r, :, 1] = 1.0 - u[:, 0], u[:, 0]
             s0 = float(init_width) * float(spacing[r])
             a = 1.0 / math.sqrt(m)
             v = (torch.rand(m, self.out, generator=g, dtype=torch.float64) * 2 - 1) * a
@@ -205,6 +216,7 @@ class GaussianMLP(nn.Module):
                 self.log_s[r] = math.log(s0 / math.sqrt(2.0))
             self.v[r] = v.to(self.v)
             self.c[r] = y[r].double().mean(0).to(self.c)
+        self.initial_combinations = (index, weight) if self.dim >= 2 and self.parameterization == "radial" else None
 
     # --------------------------------------------------------------- forward
     def hidden(self, x: torch.Tensor, sq_dists: torch.Tensor | None = None) -> torch.Tensor:

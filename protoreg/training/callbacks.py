@@ -147,6 +147,10 @@ class GeometryCallback(pl.Callback):
     def _check(self, trainer: pl.Trainer, module: CheckedModule, *, final: bool) -> Evaluation:
         step = int(module.step_count)
         self._last_recon = self._recon_now(module, final)
+        if not self.steps and module.model.initial_combinations is not None:
+            # the first check starts where the prototypes were initialised (on segments between
+            # inputs, or on inputs): settled there without the solver
+            self._warm.seed(*module.model.initial_combinations, n=module.x.shape[1], dim=module.model.dim)
         ev = evaluate(module.model, module.x, module.y, margin=self.margin, rel_tol=self.rel_tol, warm=self._warm, recon=self._last_recon)
         self.last_report = ev
         self._last_checked = step

@@ -32,6 +32,7 @@ from protoreg.geometry import (
     dead_units,
     duplicate_prototypes,
     geometry_report,
+    hull_check,
     hull_distance,
     hull_extent,
     min_prototype_gap,
@@ -534,6 +535,60 @@ def test_warm_start_skips_the_solver_for_prototypes_its_combinations_settle(monk
     assert legacy.hint(1, 20, 40, 4, torch.device("cpu")) is None
     assert torch.all((hull_distance(P, X, warm=legacy) - cold).abs() <= 2e-6 * ext)
     assert calls  # cold again
+
+
+@pytest.mark.parametrize("d", [5, 300])
+def test_a_seeded_warm_start_settles_prototypes_on_segments_without_the_solver(monkeypatch: pytest.MonkeyPatch, d: int) -> None:
+    """Prototypes where a model initialised them (on segments between inputs): seeded with those
+    combinations, the first check needs no active-set solve and reports distance ~0 (d = 300
+    through the Gram searches); unseeded, the same check does need the solver. A cache that
+    holds something, or malformed combinations, are not seeded."""
+    import protoreg.geometry.hull as hull_mod
+
+    rng = np.random.default_rng(3)
+    n, m = 40, 30
+    x = rng.standard_normal((n, d))
+    a, b = rng.integers(0, n, size=(2, m))
+    u = rng.random(m)
+    p = (1 - u)[:, None] * x[a] + u[:, None] * x[b]
+    X, P = t64(x)[None], t64(p).float().double()[None]  # the model's float32 rounding
+    corral = torch.as_tensor(np.stack([a, b], axis=1))[None]
+    weights = torch.as_tensor(np.stack([1 - u, u], axis=1))[None]
+    calls: list[int] = []
+    real = hull_mod._wolfe_bounds
+
+    def spy(q, *args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(q.shape[0])
+        return real(q, *args, **kw)
+
+    monkeypatch.setattr(hull_mod, "_wolfe_bounds", spy)
+    cold = hull_check(P, X)
+    assert calls  # the nearest inputs do not settle them
+    calls.clear()
+    warm = HullWarmStart()
+    assert warm.seed(corral, weights, n=n, dim=d)
+    rows: list[int] = []
+    real_bounds = hull_mod._bounds_at
+
+    def bounds_spy(q, *args, **kw):  # type: ignore[no-untyped-def]
+        rows.append(q.shape[0])
+        return real_bounds(q, *args, **kw)
+
+    monkeypatch.setattr(hull_mod, "_bounds_at", bounds_spy)
+    hot = hull_check(P, X, warm=warm)
+    assert calls == []
+    # hyperplane searches only at the nearest inputs farther than the tolerance: a combination
+    # within the tolerance and the margin needs no lower bound
+    assert sum(rows) == int((torch.cdist(P[0], X[0]).amin(dim=1) > hot.tol[0]).sum())
+    assert torch.equal(hot.outside, cold.outside) and not bool(hot.outside.any())
+    # ~0 (float32 rounding) unless the nearest input, within the tolerance, settled it first
+    tol = float(hot.tol[0])
+    near = torch.cdist(P[0], X[0]).amin(dim=1)
+    assert torch.all((hot.distance[0] <= 1e-4 * tol) | ((near <= tol) & ((hot.distance[0] - near).abs() <= 1e-9)))
+    assert int((hot.distance[0] <= 1e-4 * tol).sum()) >= m // 2
+    assert not warm.seed(corral, weights, n=n, dim=d)  # it holds the check's corrals now
+    assert not HullWarmStart().seed(corral, weights[..., :1], n=n, dim=d)
+    assert not HullWarmStart().seed(corral[0], weights[0], n=n, dim=d)
 
 
 @SETTINGS

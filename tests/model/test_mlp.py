@@ -104,6 +104,28 @@ def test_radial_initialisation_is_inside_the_hull_not_just_the_box(dim):
     assert (p.std(1) > 0.4 * x.std(1)).all()
 
 
+@pytest.mark.parametrize("init", ["uniform", "samples"])
+def test_initial_combinations_are_where_the_prototypes_start(init):
+    """``initial_combinations`` are convex combinations of each run's own inputs that give its
+    initial prototypes (to the model's float32 rounding); none in 1-D (no hull solver there)."""
+    x = torch.randn(3, 25, 4, dtype=torch.float64)
+    y = torch.rand(3, 25, 1, dtype=torch.float64)
+    model = GaussianMLP(3, 40, 4, 1, "radial")  # float32 parameters, float64 combinations
+    model.initialize(x, y, [5, 6, 7], init=init)
+    assert model.initial_combinations is not None
+    index, weight = model.initial_combinations
+    assert index.shape == weight.shape == (3, 40, 2) and weight.dtype == torch.float64
+    assert torch.all(weight >= 0) and torch.allclose(weight.sum(-1), torch.ones(3, 40, dtype=torch.float64))
+    q = (weight[..., None] * x[torch.arange(3)[:, None, None], index]).sum(2)
+    assert torch.allclose(q, model.prototype_positions().double(), rtol=0, atol=1e-5)
+    if init == "samples":
+        assert torch.all(weight[..., 1] == 0)
+    flat = GaussianMLP(1, 5, 1, 1, "affine")
+    flat.initialize(torch.rand(1, 9, 1), torch.rand(1, 9, 1), [0])
+    assert flat.initial_combinations is None
+    assert "initial_combinations" not in "".join(model.state_dict())
+
+
 def test_sample_spacing():
     x = torch.tensor([[[0.0], [1.0], [2.0], [4.0]]])
     assert float(sample_spacing(x)[0]) == pytest.approx(1.0)
