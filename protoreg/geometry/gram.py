@@ -65,8 +65,10 @@ class GramBase:
     """What Gram searches need of the normalised inputs ``xn`` (R, N, d) alone, reusable for as
     long as they do not change (:class:`~protoreg.geometry.HullWarmStart` keeps it between
     checks): ``gram`` (R, N, N) float64 ``X X^T``; ``mu`` (R, d) the inputs' means; ``amu``
-    (R, N) ``<x_i, mu>``; ``y`` (R, N, d) the centred inputs ``x_i - mu``; ``norms`` (R, N)
-    ``||x_i - mu||``; ``buf``
+    (R, N) ``<x_i, mu>``; ``y`` (R, N, d') the centred inputs ``x_i - mu`` on the coordinates
+    ``cols`` (d',) where some input differs from the mean (on the others every ``x_i - mu`` is
+    exactly 0, so products with ``y`` leave them out: 121 of MNIST's 784 pixels are constant);
+    ``norms`` (R, N) ``||x_i - mu||``; ``buf``
     (R * N + C, N) float32: ``<x_i - mu, x_k - mu>`` stacked over the runs (``g32``), then room
     for ``C`` queries' rows of ``c`` (:func:`gram_search` writes them; the weighted row sum then
     subtracts them in the same pass)."""
@@ -75,6 +77,7 @@ class GramBase:
     mu: Tensor
     amu: Tensor
     y: Tensor
+    cols: Tensor
     norms: Tensor
     buf: Tensor
 
@@ -108,7 +111,8 @@ def gram_base(xn: Tensor, chunk_bytes: int, queries: int = 0, gram: Tensor | Non
             g = gram[r, s : s + block] - a[r, s : s + block, None] - a[r, None, :] + m[r]
             buf[r * N + s : r * N + s + g.shape[0]] = g
     y = xn - mu[:, None, :]
-    return GramBase(gram=gram, mu=mu, amu=a, y=y, norms=torch.linalg.vector_norm(y, dim=2), buf=buf)
+    cols = (y != 0).flatten(0, 1).any(dim=0).nonzero().squeeze(1)
+    return GramBase(gram=gram, mu=mu, amu=a, y=y[..., cols].contiguous(), cols=cols, norms=torch.linalg.vector_norm(y, dim=2), buf=buf)
 
 
 @dataclass
@@ -205,12 +209,13 @@ def gram_search(pq: Tensor, xn: Tensor, run: Tensor, base: GramBase, chunk_bytes
     cbuf = base.buf[R * N : R * N + Q]
     nn = torch.empty(Q, dtype=torch.long, device=xn.device)
     rq = pq - mu[run]
+    rqc = rq[:, base.cols] if base.cols.numel() < d else rq  # <x_i - mu, p - mu> over the coordinates where x_i - mu is not 0
     ysq = norms * norms
     block = max(1, chunk_bytes // (4 * 8 * (2 * N + d)))
     yt = base.y.transpose(1, 2)
     for s in range(0, Q, block):
         r = run[s : s + block]
-        c = _run_scores(rq[s : s + block], r, yt)  # <x_i - mu, p - mu>
+        c = _run_scores(rqc[s : s + block], r, yt)  # <x_i - mu, p - mu>
         cbuf[s : s + block] = c
         nn[s : s + block] = c.mul_(-2.0).add_(ysq[r]).argmin(dim=1)  # ||y_i||^2 - 2 c, in place
     xmax, mun, pn = xn.square().sum(-1).amax(dim=1).sqrt(), mu.square().sum(-1).sqrt(), torch.linalg.vector_norm(pq, dim=1)

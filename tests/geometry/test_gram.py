@@ -24,9 +24,12 @@ def test_scores_stay_within_their_certified_error() -> None:
     gen = torch.Generator().manual_seed(5)
     N, d, Q, K = 300, GRAM_MIN_DIM + 44, 60, 6
     xn = _pixels(gen, N, d) - 0.5  # centred on the bounding box, as the hull code does
+    xn[..., :40] = -0.5  # constant pixels (a border): x_i - mu is exactly 0 there
     p = xn[0, :Q] + 0.2 * torch.randn(Q, d, generator=gen, dtype=torch.float64)
     run = torch.zeros(Q, dtype=torch.long)
     gs, nn = gram_search(p, xn, run, gram_base(xn, 1 << 24, Q), 1 << 24)
+    assert torch.equal(gs.base.cols, torch.arange(40, d))  # the products leave those out, and
+    # the prototypes' own coordinates there change nothing in the scores below
     assert torch.equal(nn, torch.cdist(p, xn[0]).argmin(dim=1))
     S = torch.randint(0, N, (Q, K), generator=gen)
     mask = torch.rand(Q, K, generator=gen) < 0.7
