@@ -65,6 +65,22 @@ def exp_flushed(a: torch.Tensor) -> torch.Tensor:
     return _Exp.apply(a, lo)
 
 
+def exp_flushed_(a: torch.Tensor) -> torch.Tensor:
+    """:func:`exp_flushed` in place, for tensors outside autograd (evaluation): ``a`` is
+    overwritten with the same values, and no buffer of its size is allocated but a 1-byte mask.
+
+    >>> exp_flushed_(torch.tensor([0.0, -100.0]))
+    tensor([1., 0.])
+    """
+    if a.requires_grad:
+        raise RuntimeError("exp_flushed_ overwrites its argument: use exp_flushed under autograd")
+    lo = _floor(a)
+    if lo is None:
+        return a.exp_()
+    keep = a >= lo
+    return a.clamp_min_(lo).exp_().mul_(keep)
+
+
 class _LogSumExp(torch.autograd.Function):
     """``torch.logsumexp(v, dim, keepdim=True)`` computed as ATen does (max-shifted sum of
     exponentials), forward and backward, with :func:`exp_flushed` for the exponentials."""

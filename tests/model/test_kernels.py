@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from protoreg.model.kernels import EXP_NORMAL_MIN, exp_flushed, logsumexp_flushed
+from protoreg.model.kernels import EXP_NORMAL_MIN, exp_flushed, exp_flushed_, logsumexp_flushed
 from protoreg.training.trainer import flush_denormal
 
 
@@ -51,6 +51,36 @@ def test_flushed_exp_of_non_finite_and_large_arguments_is_torchs(dtype: torch.dt
         ours, theirs = exp_flushed(v), torch.exp(v)
     assert torch.equal(ours.isnan(), theirs.isnan()) and bool(ours.isnan()[0])
     assert torch.equal(ours[1:], theirs[1:]) and not torch.signbit(ours[1:]).any()  # +inf, 0 and no -0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_in_place_flushed_exp_gives_the_same_bits(dtype: torch.dtype) -> None:
+    """``exp_flushed_`` overwrites its argument with exactly ``exp_flushed``'s values (the
+    boundary, underflow, NaN, infinities included) and refuses a tensor under autograd; the
+    evaluation's hidden layer, which uses it, equals the training one bit for bit."""
+    from protoreg.model.mlp import GaussianMLP
+
+    g = torch.Generator().manual_seed(3)
+    lo = EXP_NORMAL_MIN[dtype]
+    v = -torch.rand(4, 30, generator=g, dtype=dtype) * 300.0
+    v[0, :8] = torch.tensor([lo, np.nextafter(lo, -np.inf), 0.0, -np.inf, np.inf, np.nan, 80.0, -0.0], dtype=dtype)
+    ref = exp_flushed(v)
+    w = v.clone()
+    out = exp_flushed_(w)
+    assert out.data_ptr() == w.data_ptr()
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(), ref.nan_to_num())
+    with pytest.raises(RuntimeError, match="autograd"):
+        exp_flushed_(v.clone().requires_grad_())
+    for n, m, d in ((50, 40, 3), (300, 200, 80)):  # the exact differences and the Gram expansion
+        x = torch.randn(2, n, d, generator=g, dtype=dtype)
+        model = GaussianMLP(2, m, d, 2).to(dtype)
+        model.initialize(x, torch.rand(2, n, 2, generator=g, dtype=dtype), [0, 1])
+        with torch.no_grad():
+            model.log_s.add_(torch.linspace(-4.0, 1.0, m, dtype=dtype))  # far units underflow
+            h_eval, pred_eval = model(x)
+        h_train, pred_train = model(x)
+        assert h_train.requires_grad and bool((h_eval == 0).any())
+        assert torch.equal(h_eval, h_train.detach()) and torch.equal(pred_eval, pred_train.detach())
 
 
 def test_flushed_kernels_never_return_subnormals() -> None:
