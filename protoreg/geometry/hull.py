@@ -356,6 +356,13 @@ def _direct_min(z: Tensor, run: Tensor, search: _Search, ub: Tensor) -> Tensor:
     return _run_scores(z.float(), run, search.xt32).amin(dim=1).double() - search.err[run] * ub
 
 
+def _needs_lower(ub: Tensor, tol: Tensor, threshold: Tensor | None) -> Tensor:
+    """Rows that need a hyperplane search for their lower bound: the others meet the stop rule
+    with the lower bound 0, their upper bound within ``tol`` of 0 and, with a ``threshold``,
+    inside it."""
+    return (ub > tol) if threshold is None else (ub > tol) | (ub > threshold)
+
+
 def _screen(
     pq: Tensor, xn: Tensor, run: Tensor, tol: Tensor, search: _Search, chunk_bytes: int, nn: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -382,7 +389,7 @@ def _screen(
         del x32, sq32
     ub = torch.linalg.vector_norm(xn[run, nn] - pq, dim=1)
     lb = torch.zeros(Q, dtype=_F64, device=pq.device)
-    need = (ub > tol).nonzero().squeeze(1)
+    need = _needs_lower(ub, tol, None).nonzero().squeeze(1)
     block = max(1, chunk_bytes // (8 * (2 * N + 4 * d)))
     for s in range(0, need.numel(), block):
         a = need[s : s + block]
@@ -424,9 +431,8 @@ def _hint_bounds(
         else:
             q = torch.bmm(lam[:, None, :], xn[run[a, None], S]).squeeze(1)
         u = torch.linalg.vector_norm(q - pq[a], dim=1)
-        open_ = u > tol[a] if threshold is None else (u > tol[a]) | (u > threshold[a])
         ub[a] = u
-        o = open_.nonzero().squeeze(1)
+        o = _needs_lower(u, tol[a], None if threshold is None else threshold[a]).nonzero().squeeze(1)
         if o.numel():
             lb[a[o]] = _bounds_at(q[o], pq[a[o]], run[a[o]], search, tol[a[o]], (gram_rows[a[o]], S[o], lam[o], valid[a[o]]))[1]
     return ub, lb

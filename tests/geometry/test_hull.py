@@ -459,6 +459,22 @@ def test_input_validation() -> None:
 # --------------------------------------------------------------------------
 # warm starts between checks
 # --------------------------------------------------------------------------
+def _rows_passed_to(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Record the number of query rows of every call of ``protoreg.geometry.hull.<name>`` (its
+    first argument's length), which still runs as before."""
+    import protoreg.geometry.hull as hull_mod
+
+    rows: list[int] = []
+    real = getattr(hull_mod, name)
+
+    def spy(q, *args, **kw):  # type: ignore[no-untyped-def]
+        rows.append(q.shape[0])
+        return real(q, *args, **kw)
+
+    monkeypatch.setattr(hull_mod, name, spy)
+    return rows
+
+
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 3, 5, 16]), n=st.integers(2, 40), move=st.sampled_from([0.0, 1e-3, 0.05, 1.0]))
 def test_warm_start_gives_the_cold_results(seed: int, d: int, n: int, move: float) -> None:
@@ -506,8 +522,6 @@ def test_warm_start_skips_the_solver_for_prototypes_its_combinations_settle(monk
     """A second check of unmoved prototypes is settled by the stored convex combinations alone
     (no active-set solve), gives the cold answer, and the cache survives a checkpoint round trip;
     an older state (corrals without weights) is dropped, not misused."""
-    import protoreg.geometry.hull as hull_mod
-
     rng = np.random.default_rng(11)
     x = rng.standard_normal((40, 3))
     inner = rng.dirichlet(np.ones(40), size=10) @ x  # deep inside: not at an input
@@ -515,14 +529,7 @@ def test_warm_start_skips_the_solver_for_prototypes_its_combinations_settle(monk
     X, P = t64(x)[None], t64(np.concatenate([inner, outer]))[None]
     warm = HullWarmStart()
     cold = hull_distance(P, X, warm=warm)
-    calls: list[int] = []
-    real = hull_mod._wolfe_bounds
-
-    def spy(p, *args, **kw):  # type: ignore[no-untyped-def]
-        calls.append(p.shape[0])
-        return real(p, *args, **kw)
-
-    monkeypatch.setattr(hull_mod, "_wolfe_bounds", spy)
+    calls = _rows_passed_to(monkeypatch, "_wolfe_bounds")
     ext = float(hull_extent(X)[0])
     assert torch.all((hull_distance(P, X, warm=warm) - cold).abs() <= 2e-6 * ext)
     assert calls == []
@@ -543,8 +550,6 @@ def test_a_seeded_warm_start_settles_prototypes_on_segments_without_the_solver(m
     combinations, the first check needs no active-set solve and reports distance ~0 (d = 300
     through the Gram searches); unseeded, the same check does need the solver. A cache that
     holds something, or malformed combinations, are not seeded."""
-    import protoreg.geometry.hull as hull_mod
-
     rng = np.random.default_rng(3)
     n, m = 40, 30
     x = rng.standard_normal((n, d))
@@ -554,27 +559,13 @@ def test_a_seeded_warm_start_settles_prototypes_on_segments_without_the_solver(m
     X, P = t64(x)[None], t64(p).float().double()[None]  # the model's float32 rounding
     corral = torch.as_tensor(np.stack([a, b], axis=1))[None]
     weights = torch.as_tensor(np.stack([1 - u, u], axis=1))[None]
-    calls: list[int] = []
-    real = hull_mod._wolfe_bounds
-
-    def spy(q, *args, **kw):  # type: ignore[no-untyped-def]
-        calls.append(q.shape[0])
-        return real(q, *args, **kw)
-
-    monkeypatch.setattr(hull_mod, "_wolfe_bounds", spy)
+    calls = _rows_passed_to(monkeypatch, "_wolfe_bounds")
     cold = hull_check(P, X)
     assert calls  # the nearest inputs do not settle them
     calls.clear()
     warm = HullWarmStart()
     assert warm.seed(corral, weights, n=n, dim=d)
-    rows: list[int] = []
-    real_bounds = hull_mod._bounds_at
-
-    def bounds_spy(q, *args, **kw):  # type: ignore[no-untyped-def]
-        rows.append(q.shape[0])
-        return real_bounds(q, *args, **kw)
-
-    monkeypatch.setattr(hull_mod, "_bounds_at", bounds_spy)
+    rows = _rows_passed_to(monkeypatch, "_bounds_at")
     hot = hull_check(P, X, warm=warm)
     assert calls == []
     # hyperplane searches only at the nearest inputs farther than the tolerance: a combination
