@@ -10,9 +10,10 @@ check left: every prototype starts at the very combination that settled it, so t
 has next to nothing to do, and what remains is the work every check does whatever the
 prototypes did: the network's responses over all inputs, the collapse checks, and the hull
 check's products with all inputs and its screening. Printed (best of ``R``): that whole check
-and its parts, the run's mean check, and the budget per check of 15 % on top of training
-(15 % of the training seconds, without the checks, of the ``geometry.every_n_steps`` steps between two checks). A floor near or above the budget
-means that no speed-up of the solver alone can meet the target on this machine. Run it alone.
+and its parts (as the geometry report calls them), the run's mean check, and the budget per
+check of 15 % on top of training: 15 % of the training seconds (without the checks) of the
+``geometry.every_n_steps`` steps between two checks. A floor near or above the budget means
+that no speed-up of the solver alone can meet the target on this machine. Run it alone.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     from protoreg import geometry, resolve_config
     from protoreg.evaluation.evaluate import evaluate, stream_responses
     from protoreg.geometry.collapse import gap_and_duplicates
+    from protoreg.geometry.report import DUPLICATE_REL_TOL
     from protoreg.plugins.registry import Registry
     from protoreg.training import build_group, run_spec
     from protoreg.training.callbacks import geometry_callback
@@ -83,7 +85,7 @@ def main() -> None:
         fresh = lambda: copy.deepcopy(warm)  # noqa: E731
         whole = _best(lambda w: evaluate(model, x, y, warm=w, recon=False, **kw), args.repeats, fresh)
         responses = _best(lambda _: stream_responses(model, x, y), args.repeats)
-        collapse = _best(lambda _: gap_and_duplicates(positions, rel_tol=geometry.DEFAULT_REL_TOL, extent=extent), args.repeats)
+        collapse = _best(lambda _: gap_and_duplicates(positions, rel_tol=DUPLICATE_REL_TOL, extent=extent), args.repeats)
         hull = _best(lambda w: geometry.hull_check(positions, x, warm=w, **kw), args.repeats, fresh)
 
     n, d = x.shape[1], x.shape[2]
