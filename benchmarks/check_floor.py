@@ -12,8 +12,9 @@ prototypes did: the network's responses over all inputs, the collapse checks, an
 check's products with all inputs and its screening. Printed (best of ``R``): that whole check
 and its parts (as the geometry report calls them), the run's mean check, and the budget per
 check of 15 % on top of training: 15 % of the training seconds (without the checks) of the
-``geometry.every_n_steps`` steps between two checks. A floor near or above the budget means
-that no speed-up of the solver alone can meet the target on this machine. Run it alone.
+``geometry.every_n_steps`` steps between two checks. The budget minus the floor is what the
+solver's work on moving prototypes may take; a floor at or above the budget means that no
+speed-up of the solver alone can meet the target on this machine. Run it alone.
 """
 
 from __future__ import annotations
